@@ -14,8 +14,8 @@ from danlu_kit.auth import TokenBook, hash_token
 from danlu_kit.errors import FieldViolation, InvalidArgument
 from danlu_kit.grpc_errors import status_for
 from danlu_kit.server import Server, ServerOptions
+from tests.fixtures.registry import start_registry
 from tests.fixtures.servers import ServerThread
-from tests.registry.conftest import start_registry
 
 TOKENS = {"token-a": "alpha", "token-b": "beta"}
 
@@ -49,7 +49,10 @@ def test_token_binds_caller_to_its_project(authed, tmp_path):
 
 @pytest.mark.parametrize(("token", "reason"), [(None, "TOKEN_MISSING"), ("wrong", "TOKEN_INVALID")])
 def test_missing_or_wrong_token(authed, token, reason):
-    with Client(authed.target, token=token, project="alpha") as c, pytest.raises(UnauthenticatedError) as info:
+    with (
+        Client(authed.target, token=token, project="alpha") as c,
+        pytest.raises(UnauthenticatedError) as info,
+    ):
         list(c.registry.list_datasets())
     assert info.value.reason == reason
 
@@ -57,10 +60,14 @@ def test_missing_or_wrong_token(authed, token, reason):
 def test_health_and_reflection_need_no_token(authed):
     with grpc.insecure_channel(authed.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        reply = health.Check(health_pb2.HealthCheckRequest(service="danlu.registry.v1.RegistryService"))
+        reply = health.Check(
+            health_pb2.HealthCheckRequest(service="danlu.registry.v1.RegistryService")
+        )
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         names = {s.name for r in responses for s in r.list_services_response.service}
         assert "danlu.registry.v1.RegistryService" in names
 
@@ -122,7 +129,9 @@ def test_unregistered_services_answer_unimplemented():
 def test_violations_become_bad_request_details():
     from google.rpc import error_details_pb2
 
-    err = InvalidArgument.from_violations("DATASET_INVALID", [FieldViolation("line 3: messages[0].role", "unknown")])
+    err = InvalidArgument.from_violations(
+        "DATASET_INVALID", [FieldViolation("line 3: messages[0].role", "unknown")]
+    )
     code, status = status_for(err)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
@@ -131,3 +140,54 @@ def test_violations_become_bad_request_details():
     request = error_details_pb2.BadRequest()
     bad[0].Unpack(request)
     assert request.field_violations[0].field == "line 3: messages[0].role"
+
+
+def test_metrics_endpoint_counts_rpcs(tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    from danlu_registry.service import build_registry
+    from danlu_registry.settings import RegistrySettings
+
+    settings = RegistrySettings.from_env(
+        {"DANLU_REGISTRY_DATA_DIR": str(tmp_path), "DANLU_REGISTRY_AUTH": "off"}
+    )
+    server = ServerThread(
+        lambda: [build_registry(settings)], ServerOptions(port=0, metrics_port=metrics_port)
+    ).start()
+    try:
+        with Client(server.target) as c:
+            list(c.registry.list_datasets())
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        assert (
+            'danlu_rpc_total{code="OK",method="/danlu.registry.v1.RegistryService/ListDatasets"}'
+            in body
+        )
+    finally:
+        server.stop()
+
+
+def test_json_logs_carry_the_request_id():
+    import json
+    import logging
+
+    from danlu_kit.log import JsonFormatter
+    from danlu_kit.request_context import request_id_var
+
+    token = request_id_var.set("req-123")
+    try:
+        record = logging.LogRecord(
+            "danlu.test", logging.INFO, __file__, 1, "hello %s", ("world",), None
+        )
+        record.dataset = "d1"
+        doc = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert (
+        doc["message"] == "hello world"
+        and doc["request_id"] == "req-123"
+        and doc["dataset"] == "d1"
+    )

@@ -4,7 +4,6 @@ failed (message on stderr), 2 bad command-line usage."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -20,6 +19,13 @@ from danlu_client.errors import DanluError
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+
+def to_dict(message) -> dict:
+    """JSON for scripts: proto field names, and every field present (``created: false`` too)."""
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 class Context:
@@ -41,12 +47,10 @@ class Context:
         """Print one JSON document (``--output json``) or the human rendering."""
         if self.json:
             if hasattr(message_or_obj, "DESCRIPTOR"):
-                message_or_obj = json_format.MessageToDict(message_or_obj, preserving_proto_field_name=True)
+                message_or_obj = to_dict(message_or_obj)
             elif isinstance(message_or_obj, list):
                 message_or_obj = [
-                    json_format.MessageToDict(m, preserving_proto_field_name=True)
-                    if hasattr(m, "DESCRIPTOR") else m
-                    for m in message_or_obj
+                    to_dict(m) if hasattr(m, "DESCRIPTOR") else m for m in message_or_obj
                 ]
             click.echo(json.dumps(message_or_obj, indent=2, ensure_ascii=False))
         else:
@@ -63,18 +67,29 @@ class DanluGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DanluError as e:
-            err.print(f"[bold red]error:[/] {e.code} ({e.reason or '-'}): {e.message}", highlight=False, markup=True)
+            err.print(
+                f"[bold red]error:[/] {e.code} ({e.reason or '-'}): {e.message}",
+                highlight=False,
+                markup=True,
+            )
             for v in e.violations:
                 err.print(f"  - {v.field}: {v.description}", highlight=False, markup=False)
             sys.exit(1)
 
 
 @click.group(cls=DanluGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--target", envvar="DANLU_TARGET", default=DEFAULT_TARGET, show_default=True,
-              help="HOST:PORT of the danlu endpoint (env DANLU_TARGET).")
+@click.option(
+    "--target",
+    envvar="DANLU_TARGET",
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help="HOST:PORT of the danlu endpoint (env DANLU_TARGET).",
+)
 @click.option("--token", envvar="DANLU_TOKEN", default=None, help="Bearer token (env DANLU_TOKEN).")
 @click.option("--project", envvar="DANLU_PROJECT", default="default", show_default=True)
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_context
 def main(ctx, target, token, project, output):
     """danlu (丹炉): fine-tune, convert, merge and serve LLMs as services."""
@@ -85,8 +100,13 @@ def main(ctx, target, token, project, output):
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("~/.danlu").expanduser(),
-              show_default=True, help="Where the SQLite database and local object store live.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=Path("~/.danlu").expanduser(),
+    show_default=True,
+    help="Where the SQLite database and local object store live.",
+)
 @click.option("--port", type=int, default=50051, show_default=True)
 @click.option("--log-level", default="info", show_default=True)
 def up(data_dir: Path, port: int, log_level: str):
@@ -94,7 +114,9 @@ def up(data_dir: Path, port: int, log_level: str):
     try:
         from danlu_embedded.up import run
     except ImportError:
-        raise click.ClickException("`danlu up` needs the server packages: pip install 'danlu-client[server]'") from None
+        raise click.ClickException(
+            "`danlu up` needs the server packages: pip install 'danlu-client[server]'"
+        ) from None
     run(data_dir.expanduser(), port, log_level)
 
 
@@ -109,8 +131,14 @@ def datasets():
 def _progress(total: int, label: str, enabled: bool):
     if not enabled:
         return None, None
-    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), console=err, transient=True)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    )
     task = bar.add_task(label, total=total)
     return bar, (lambda n: bar.advance(task, n))
 
@@ -118,16 +146,22 @@ def _progress(total: int, label: str, enabled: bool):
 @datasets.command("push")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--name", required=True, help="Dataset id (created on first push).")
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="auto", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)), default="auto", show_default=True
+)
 @click.option("--description", default="")
 @pass_ctx
 def datasets_push(c: Context, file: Path, name: str, fmt: str, description: str):
     """Upload FILE as a new version of dataset NAME (validated and normalised)."""
-    bar, advance = _progress(file.stat().st_size, f"pushing {file.name}", not c.json and err.is_terminal)
+    bar, advance = _progress(
+        file.stat().st_size, f"pushing {file.name}", not c.json and err.is_terminal
+    )
     if bar:
         bar.start()
     try:
-        result = c.client.registry.push_dataset(file, name, format=fmt, description=description, progress=advance)
+        result = c.client.registry.push_dataset(
+            file, name, format=fmt, description=description, progress=advance
+        )
     finally:
         if bar:
             bar.stop()
@@ -148,10 +182,14 @@ def _format_name(value: int) -> str:
 def _print_version(v) -> None:
     s = v.stats
     out.print(f"  digest   {v.digest}")
-    out.print(f"  format   {_format_name(v.format)}  records {s.record_count}  chars {s.total_chars}")
+    out.print(
+        f"  format   {_format_name(v.format)}  records {s.record_count}  chars {s.total_chars}"
+    )
     if s.turns_by_role:
         roles = ", ".join(f"{k}={n}" for k, n in sorted(s.turns_by_role.items()))
-        out.print(f"  turns    {roles} (per record {s.min_turns}-{s.max_turns}, mean {s.mean_turns:.1f})")
+        out.print(
+            f"  turns    {roles} (per record {s.min_turns}-{s.max_turns}, mean {s.mean_turns:.1f})"
+        )
 
 
 @datasets.command("ls")
@@ -163,8 +201,12 @@ def datasets_ls(c: Context):
     def render(rows):
         table = Table("NAME", "VERSIONS", "LATEST", "UPDATED")
         for d in rows:
-            table.add_row(d.name.rsplit("/", 1)[-1], str(d.version_count),
-                          d.latest_version.rsplit("/", 1)[-1], d.update_time.ToJsonString())
+            table.add_row(
+                d.name.rsplit("/", 1)[-1],
+                str(d.version_count),
+                d.latest_version.rsplit("/", 1)[-1],
+                d.update_time.ToJsonString(),
+            )
         out.print(table)
 
     c.emit(items, render)
@@ -181,13 +223,14 @@ def datasets_show(c: Context, ref: str):
         return
     dataset = c.client.registry.get_dataset(ref)
     versions = list(c.client.registry.list_dataset_versions(ref))
-    doc = {"dataset": json_format.MessageToDict(dataset, preserving_proto_field_name=True),
-           "versions": [json_format.MessageToDict(v, preserving_proto_field_name=True) for v in versions]}
+    doc = {"dataset": to_dict(dataset), "versions": [to_dict(v) for v in versions]}
 
     def render(_):
         out.print(f"{dataset.name}  {dataset.description}")
         for v in versions:
-            out.print(f"- {v.name.rsplit('/', 1)[-1]}  {v.create_time.ToJsonString()}  refs {v.reference_count}")
+            out.print(
+                f"- {v.name.rsplit('/', 1)[-1]}  {v.create_time.ToJsonString()}  refs {v.reference_count}"
+            )
             _print_version(v)
 
     c.emit(doc, render)
@@ -203,17 +246,32 @@ def datasets_show(c: Context, ref: str):
 @pass_ctx
 def datasets_preview(c: Context, ref, model, count, chat_template, system_prompt, max_length):
     """Render records as the model will see them; trained (loss) tokens are highlighted."""
-    result = c.client.registry.preview_dataset(ref, model, count=count, chat_template=chat_template,
-                                               system_prompt=system_prompt, max_length=max_length)
+    result = c.client.registry.preview_dataset(
+        ref,
+        model,
+        count=count,
+        chat_template=chat_template,
+        system_prompt=system_prompt,
+        max_length=max_length,
+    )
 
     def render(r):
-        out.print(f"{r.dataset_version} with template {r.chat_template}; [green]green[/] = trained tokens")
+        # Colour on a terminal; elsewhere (logs, CI) trained text is wrapped in ⟦ ⟧ instead.
+        marked = not out.is_terminal
+        legend = "text inside ⟦ ⟧" if marked else "[bold green]green[/] text"
+        template = r.chat_template or "none (raw text)"
+        out.print(f"{r.dataset_version}, template {template}; {legend} carries loss")
         for rec in r.records:
             note = " (truncated)" if rec.truncated else ""
-            out.rule(f"record {rec.index}: {rec.token_count} tokens, {rec.loss_token_count} trained{note}")
+            out.rule(
+                f"record {rec.index}: {rec.token_count} tokens, {rec.loss_token_count} trained{note}"
+            )
             text = Text()
             for seg in rec.segments:
-                text.append(seg.text, style="bold green" if seg.trains else "dim")
+                if marked:
+                    text.append(f"⟦{seg.text}⟧" if seg.trains else seg.text)
+                else:
+                    text.append(seg.text, style="bold green" if seg.trains else "dim")
             out.print(text)
 
     c.emit(result, render)
@@ -250,8 +308,9 @@ def models_push(c: Context, directory: Path, name, kind, description, replace):
     if bar:
         bar.start()
     try:
-        model = c.client.registry.push_model(directory, name, kind=kind, description=description,
-                                             replace=replace, progress=advance)
+        model = c.client.registry.push_model(
+            directory, name, kind=kind, description=description, replace=replace, progress=advance
+        )
     finally:
         if bar:
             bar.stop()
@@ -265,7 +324,9 @@ def _kind_name(value: int) -> str:
 def _print_model(m) -> None:
     out.print(f"{m.name}  ({_kind_name(m.kind)}, {m.model_type or '-'}, {m.size_bytes} bytes)")
     out.print(f"  digest    {m.digest}")
-    out.print(f"  context   {m.max_context_length}  chat template: {'yes' if m.has_chat_template else 'no'}")
+    out.print(
+        f"  context   {m.max_context_length}  chat template: {'yes' if m.has_chat_template else 'no'}"
+    )
     out.print(f"  files     {', '.join(f.path for f in m.files)}")
 
 
@@ -279,8 +340,13 @@ def models_ls(c: Context, kind):
     def render(rows):
         table = Table("NAME", "KIND", "TYPE", "SIZE", "DIGEST")
         for m in rows:
-            table.add_row(m.name.rsplit("/", 1)[-1], _kind_name(m.kind), m.model_type,
-                          str(m.size_bytes), m.digest[:19])
+            table.add_row(
+                m.name.rsplit("/", 1)[-1],
+                _kind_name(m.kind),
+                m.model_type,
+                str(m.size_bytes),
+                m.digest[:19],
+            )
         out.print(table)
 
     c.emit(items, render)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import grpc
 
-from danlu.registry.v1 import dataset_pb2, model_pb2, registry_service_pb2 as pb
-from danlu.registry.v1 import registry_service_pb2_grpc
+from danlu.registry.v1 import dataset_pb2, model_pb2, registry_service_pb2_grpc
+from danlu.registry.v1 import registry_service_pb2 as pb
 from danlu_client.errors import DanluError, from_rpc_error
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -41,8 +41,12 @@ MODEL_KINDS = {
 }
 
 
-class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _Metadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds the bearer token to every call."""
 
     def __init__(self, token: str | None):
@@ -50,9 +54,17 @@ class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
 
     def _details(self, details):
         metadata = tuple(details.metadata or ()) + self._extra
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(
-            details.method, details.timeout, metadata, details.credentials,
-            getattr(details, "wait_for_ready", None), getattr(details, "compression", None),
+        return (
+            details._replace(metadata=metadata)
+            if hasattr(details, "_replace")
+            else _Details(
+                details.method,
+                details.timeout,
+                metadata,
+                details.credentials,
+                getattr(details, "wait_for_ready", None),
+                getattr(details, "compression", None),
+            )
         )
 
     def intercept_unary_unary(self, continuation, details, request):
@@ -114,7 +126,11 @@ class RegistryClient:
 
     # Resource names from short ids (full names are accepted too).
     def dataset_name(self, dataset: str) -> str:
-        return dataset if dataset.startswith("projects/") else f"projects/{self.project}/datasets/{dataset}"
+        return (
+            dataset
+            if dataset.startswith("projects/")
+            else f"projects/{self.project}/datasets/{dataset}"
+        )
 
     def version_name(self, ref: str) -> str:
         if ref.startswith("projects/") and "/versions/" in ref:
@@ -169,17 +185,23 @@ class RegistryClient:
 
     @_mapped
     def get_dataset_version(self, ref: str) -> dataset_pb2.DatasetVersion:
-        return self._stub.GetDatasetVersion(pb.GetDatasetVersionRequest(name=self.version_name(ref)))
+        return self._stub.GetDatasetVersion(
+            pb.GetDatasetVersionRequest(name=self.version_name(ref))
+        )
 
     def list_datasets(self, page_size: int = 0) -> Iterator[dataset_pb2.Dataset]:
         yield from self._pages(
             lambda token: self._stub.ListDatasets(
-                pb.ListDatasetsRequest(parent=f"projects/{self.project}", page_size=page_size, page_token=token)
+                pb.ListDatasetsRequest(
+                    parent=f"projects/{self.project}", page_size=page_size, page_token=token
+                )
             ),
             "datasets",
         )
 
-    def list_dataset_versions(self, name: str, page_size: int = 0) -> Iterator[dataset_pb2.DatasetVersion]:
+    def list_dataset_versions(
+        self, name: str, page_size: int = 0
+    ) -> Iterator[dataset_pb2.DatasetVersion]:
         yield from self._pages(
             lambda token: self._stub.ListDatasetVersions(
                 pb.ListDatasetVersionsRequest(
@@ -192,14 +214,22 @@ class RegistryClient:
     @_mapped
     def delete_dataset(self, name: str) -> None:
         if "@" in name:
-            self._stub.DeleteDatasetVersion(pb.DeleteDatasetVersionRequest(name=self.version_name(name)))
+            self._stub.DeleteDatasetVersion(
+                pb.DeleteDatasetVersionRequest(name=self.version_name(name))
+            )
         else:
             self._stub.DeleteDataset(pb.DeleteDatasetRequest(name=self.dataset_name(name)))
 
     @_mapped
     def preview_dataset(
-        self, ref: str, model: str, *, count: int = 3, chat_template: str = "",
-        system_prompt: str = "", max_length: int = 0,
+        self,
+        ref: str,
+        model: str,
+        *,
+        count: int = 3,
+        chat_template: str = "",
+        system_prompt: str = "",
+        max_length: int = 0,
     ) -> pb.PreviewDatasetVersionResponse:
         return self._stub.PreviewDatasetVersion(
             pb.PreviewDatasetVersionRequest(
@@ -244,7 +274,9 @@ class RegistryClient:
         from google.protobuf import json_format
 
         directory = Path(directory)
-        files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+        files = sorted(
+            p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
         if not files:
             raise DanluError("INVALID_ARGUMENT", f"{directory} contains no files", "MODEL_INVALID")
         header = pb.ModelUploadHeader(
@@ -262,7 +294,9 @@ class RegistryClient:
             yield pb.UploadModelRequest(header=header)
             for path in files:
                 rel = path.relative_to(directory).as_posix()
-                yield pb.UploadModelRequest(file=pb.ModelFileHeader(path=rel, size_bytes=path.stat().st_size))
+                yield pb.UploadModelRequest(
+                    file=pb.ModelFileHeader(path=rel, size_bytes=path.stat().st_size)
+                )
                 digest = hashlib.sha256()
                 with path.open("rb") as f:
                     while chunk := f.read(CHUNK_BYTES):
@@ -282,8 +316,10 @@ class RegistryClient:
         yield from self._pages(
             lambda token: self._stub.ListModels(
                 pb.ListModelsRequest(
-                    parent=f"projects/{self.project}", kind=MODEL_KINDS[kind],
-                    page_size=page_size, page_token=token,
+                    parent=f"projects/{self.project}",
+                    kind=MODEL_KINDS[kind],
+                    page_size=page_size,
+                    page_token=token,
                 )
             ),
             "models",
@@ -303,9 +339,13 @@ class RegistryClient:
             if current is not None:
                 current.close()
                 if digest.hexdigest() != expected.object.sha256:
-                    raise DanluError("DATA_LOSS", f"{expected.path}: digest mismatch", "DIGEST_MISMATCH")
+                    raise DanluError(
+                        "DATA_LOSS", f"{expected.path}: digest mismatch", "DIGEST_MISMATCH"
+                    )
 
-        for message in self._stub.DownloadModel(pb.DownloadModelRequest(name=self.model_name(name))):
+        for message in self._stub.DownloadModel(
+            pb.DownloadModelRequest(name=self.model_name(name))
+        ):
             if message.WhichOneof("payload") == "file":
                 finish()
                 expected = message.file
@@ -347,7 +387,9 @@ class RegistryClient:
 class Client:
     """A connection to a danlu endpoint (one service, the gateway, or `danlu up`)."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, token: str | None = None, project: str = "default"):
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, token: str | None = None, project: str = "default"
+    ):
         self.target = target
         self.project = project
         channel = grpc.insecure_channel(
@@ -365,7 +407,9 @@ class Client:
         try:
             grpc.channel_ready_future(self._raw_channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
-            raise DanluError("UNAVAILABLE", f"no danlu server answered at {self.target}", "UNREACHABLE") from None
+            raise DanluError(
+                "UNAVAILABLE", f"no danlu server answered at {self.target}", "UNREACHABLE"
+            ) from None
 
     def close(self) -> None:
         self._raw_channel.close()

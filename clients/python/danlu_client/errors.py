@@ -31,7 +31,11 @@ class DanluError(Exception):
         super().__init__(self.message)
 
     def __str__(self) -> str:
-        return f"{self.code} ({self.reason}): {self.message}" if self.reason else f"{self.code}: {self.message}"
+        return (
+            f"{self.code} ({self.reason}): {self.message}"
+            if self.reason
+            else f"{self.code}: {self.message}"
+        )
 
 
 class InvalidArgumentError(DanluError):

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from danlu_kit.errors import InvalidArgument, FieldViolation, Unauthenticated
+from danlu_kit.errors import FieldViolation, InvalidArgument, Unauthenticated
 
 TOKEN_PREFIX = "dl_"
 
@@ -49,7 +49,11 @@ class TokenBook:
             if len(parts) < 2 or not parts[0].startswith("sha256:") or len(parts[0]) != 71:
                 raise InvalidArgument.from_violations(
                     "TOKEN_FILE_INVALID",
-                    [FieldViolation(f"{path}:{number}", "expected 'sha256:<64 hex> PROJECT [label]'")],
+                    [
+                        FieldViolation(
+                            f"{path}:{number}", "expected 'sha256:<64 hex> PROJECT [label]'"
+                        )
+                    ],
                 )
             entries.append(TokenEntry(parts[0], parts[1], " ".join(parts[2:])))
         return cls(entries)
@@ -77,7 +81,9 @@ def parse_authorization(header: str | None) -> str:
         )
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED")
+        raise Unauthenticated(
+            "authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
+        )
     return token.strip()
 
 

@@ -29,7 +29,9 @@ def status_for(err: DanluError) -> tuple[grpc.StatusCode, status_pb2.Status]:
     if err.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in err.violations
             ]
         )
@@ -43,5 +45,3 @@ def internal_status(request_id: str) -> tuple[grpc.StatusCode, status_pb2.Status
     """What a caller sees for an unexpected exception: no stack trace, a request id to report."""
     message = f"internal error; the server log has details under request id {request_id}"
     return grpc.StatusCode.INTERNAL, status_proto(grpc.StatusCode.INTERNAL, message, "INTERNAL")
-
-

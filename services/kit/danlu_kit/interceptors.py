@@ -97,7 +97,9 @@ class RequestContextInterceptor(_AroundInterceptor):
             seconds = time.perf_counter() - started
             RPC_TOTAL.labels(method, code_name).inc()
             RPC_SECONDS.labels(method).observe(seconds)
-            log.info("rpc", extra={"method": method, "code": code_name, "seconds": round(seconds, 4)})
+            log.info(
+                "rpc", extra={"method": method, "code": code_name, "seconds": round(seconds, 4)}
+            )
             request_id_var.reset(token)
 
 
@@ -138,7 +140,9 @@ class AuthInterceptor(_AroundInterceptor):
         if method.startswith(PUBLIC_PREFIXES):
             yield
             return
-        project = self._tokens.project_for(parse_authorization(_metadata(context).get("authorization")))
+        project = self._tokens.project_for(
+            parse_authorization(_metadata(context).get("authorization"))
+        )
         token = caller_project_var.set(project)
         try:
             yield

@@ -84,7 +84,9 @@ class Server:
             for name in component.service_names:
                 await health_servicer.set(name, serving)
         self._health = health_servicer
-        log.info("serving", extra={"address": f"{self.options.host}:{self.port}", "services": names})
+        log.info(
+            "serving", extra={"address": f"{self.options.host}:{self.port}", "services": names}
+        )
         return self
 
     async def stop(self, grace: float | None = None) -> None:

@@ -16,7 +16,8 @@ from danlu_kit.errors import FieldViolation, InvalidArgument, NotFound
 from danlu_kit.names import PROJECT, NamePattern, check_id
 from danlu_kit.request_context import ensure_project_visible
 from danlu_registry import protos
-from danlu_registry.core.datasets import Datasets, ReceivedUpload, parse_format
+from danlu_registry.core.datasets import Datasets, ReceivedUpload
+from danlu_registry.core.formats import DatasetFormat
 from danlu_registry.core.models import Models, ReceivedModel
 from danlu_registry.core.preview_service import Previews
 from danlu_registry.uploads import receive_dataset, receive_model
@@ -69,7 +70,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
                 sha256=spooled.sha256,
                 size_bytes=spooled.size_bytes,
                 filename=Path(header.filename).name,
-                format=parse_format(protos.FORMAT_NAMES.get(header.format, "")),
+                format=DatasetFormat.from_name(protos.FORMAT_NAMES.get(header.format, "")),
                 description=header.description,
                 request_id=header.request_id,
             )
@@ -139,7 +140,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         record = await asyncio.to_thread(
             self.datasets.get_version, v["project"], v["dataset"], v["version"]
         )
-        raw = request.object == protos.dataset_pb2.DATASET_OBJECT_RAW
+        raw = request.object == pb.DATASET_OBJECT_RAW
         async for chunk in _iterate_in_thread(self.datasets.open_object(record, raw=raw)):
             yield pb.DownloadChunk(data=chunk)
 
@@ -242,7 +243,11 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token)
         rows = await asyncio.to_thread(
-            self.datasets.repo.list_references, project, target, after[0] if after else None, size + 1
+            self.datasets.repo.list_references,
+            project,
+            target,
+            after[0] if after else None,
+            size + 1,
         )
         page, more = rows[:size], len(rows) > size
         return pb.ListReferencesResponse(

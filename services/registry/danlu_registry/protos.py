@@ -120,7 +120,9 @@ def preview(result) -> registry_service_pb2.PreviewDatasetVersionResponse:
                 index=r.index,
                 text=r.text,
                 segments=[
-                    registry_service_pb2.PreviewSegment(text=s.text, trains=s.trains, token_count=s.token_count)
+                    registry_service_pb2.PreviewSegment(
+                        text=s.text, trains=s.trains, token_count=s.token_count
+                    )
                     for s in r.segments
                 ],
                 token_count=r.token_count,

@@ -57,5 +57,9 @@ def build_registry(settings: RegistrySettings) -> RegistryComponent:
         work_dir=spool_dir,
     )
     models = Models(repository, store)
-    previews = Previews(datasets, models, cache_dir=Path(settings.data_dir) / "cache" / "tokenizers")
-    return RegistryComponent(RegistryServicer(datasets, models, previews, spool_dir), repository, store)
+    previews = Previews(
+        datasets, models, cache_dir=Path(settings.data_dir) / "cache" / "tokenizers"
+    )
+    return RegistryComponent(
+        RegistryServicer(datasets, models, previews, spool_dir), repository, store
+    )

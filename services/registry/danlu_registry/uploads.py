@@ -18,7 +18,9 @@ from danlu_kit.errors import FieldViolation, InvalidArgument
 MAX_CHUNK_BYTES = 1024 * 1024
 
 
-def malformed(field_path: str, description: str, reason: str = "UPLOAD_MALFORMED") -> InvalidArgument:
+def malformed(
+    field_path: str, description: str, reason: str = "UPLOAD_MALFORMED"
+) -> InvalidArgument:
     return InvalidArgument.from_violations(
         reason, [FieldViolation(field_path, description)], "the upload stream is malformed"
     )
@@ -47,8 +49,11 @@ class HashingFile:
 
 def check_digest(claimed: str, actual: str, where: str) -> None:
     if claimed.lower() != actual:
-        raise malformed(where, f"SHA-256 {claimed!r} does not match the received bytes ({actual})",
-                        reason="DIGEST_MISMATCH")
+        raise malformed(
+            where,
+            f"SHA-256 {claimed!r} does not match the received bytes ({actual})",
+            reason="DIGEST_MISMATCH",
+        )
 
 
 @dataclass
@@ -77,14 +82,20 @@ async def receive_dataset(requests: AsyncIterator, spool_dir: Path) -> SpooledDa
                 digest = spool.close()
                 check_digest(message.trailer.sha256, digest, "trailer.sha256")
                 if header.size_bytes and header.size_bytes != spool.size:
-                    raise malformed("header.size_bytes", f"expected {header.size_bytes} bytes, received {spool.size}")
+                    raise malformed(
+                        "header.size_bytes",
+                        f"expected {header.size_bytes} bytes, received {spool.size}",
+                    )
                 async for _extra in requests:
                     raise malformed("trailer", "no message may follow the trailer")
                 return SpooledDataset(header, spool.path, digest, spool.size)
             else:
                 raise malformed(kind or "payload", "unexpected message (header was already sent)")
-        raise malformed("trailer", "the stream ended without a trailer (upload incomplete)",
-                        reason="UPLOAD_INCOMPLETE")
+        raise malformed(
+            "trailer",
+            "the stream ended without a trailer (upload incomplete)",
+            reason="UPLOAD_INCOMPLETE",
+        )
     except BaseException:
         if spool is not None:
             spool.close()
@@ -136,7 +147,10 @@ async def receive_model(requests: AsyncIterator, directory: Path) -> SpooledMode
             digest = spool.close()
             check_digest(message.file_end.sha256, digest, f"file_end.sha256 ({relpath})")
             if expected and expected != spool.size:
-                raise malformed("file.size_bytes", f"{relpath}: expected {expected} bytes, received {spool.size}")
+                raise malformed(
+                    "file.size_bytes",
+                    f"{relpath}: expected {expected} bytes, received {spool.size}",
+                )
             result.file_sha256[relpath] = digest
             current = None
         else:
@@ -144,7 +158,9 @@ async def receive_model(requests: AsyncIterator, directory: Path) -> SpooledMode
     if result is None:
         raise malformed("header", "empty upload stream")
     if current is not None:
-        raise malformed("file_end", f"the stream ended inside {current[0]!r}", reason="UPLOAD_INCOMPLETE")
+        raise malformed(
+            "file_end", f"the stream ended inside {current[0]!r}", reason="UPLOAD_INCOMPLETE"
+        )
     if not result.file_sha256:
         raise malformed("file", "the upload contains no files")
     return result

@@ -60,7 +60,16 @@ def test_push_personal_assistant_json_array(client, tmp_path):
         ("alpaca.jsonl", '{"instruction": "Add", "input": "1 and 2", "output": "3"}\n', 2, 1),
         (
             "sharegpt.json",
-            json.dumps([{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]),
+            json.dumps(
+                [
+                    {
+                        "conversations": [
+                            {"from": "human", "value": "hi"},
+                            {"from": "gpt", "value": "hello"},
+                        ]
+                    }
+                ]
+            ),
             3,
             1,
         ),
@@ -85,25 +94,41 @@ BAD_FILES = [
     ("bad.jsonl", b'{"messages": [}\n', "line 1"),
     ("empty.jsonl", b"", ""),
     ("latin1.jsonl", '{"text": "caf\xe9"}\n'.encode("latin-1"), "line 1"),
-    ("roles.jsonl", json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode() + b"\n", "role"),
+    (
+        "roles.jsonl",
+        json.dumps({"messages": [{"role": "robot", "content": "x"}]}).encode() + b"\n",
+        "role",
+    ),
     (
         "empty_content.jsonl",
-        json.dumps({"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "a"}]}).encode() + b"\n",
+        json.dumps(
+            {"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "a"}]}
+        ).encode()
+        + b"\n",
         "content",
     ),
     (
         "mixed.jsonl",
-        (json.dumps(IDENTITY) + "\n" + json.dumps({"instruction": "a", "input": "", "output": "b"}) + "\n").encode(),
+        (
+            json.dumps(IDENTITY)
+            + "\n"
+            + json.dumps({"instruction": "a", "input": "", "output": "b"})
+            + "\n"
+        ).encode(),
         "line 2",
     ),
     ("huge.jsonl", (json.dumps({"text": "x" * 3000}) + "\n").encode(), "line 1"),
 ]
 
 
-@pytest.mark.parametrize(("filename", "content", "field_part"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
-def test_bad_files_rejected_and_nothing_stored(registry_env, tmp_path, filename, content, field_part):
+@pytest.mark.parametrize(
+    ("filename", "content", "field_part"), BAD_FILES, ids=[b[0] for b in BAD_FILES]
+)
+def test_bad_files_rejected_and_nothing_stored(
+    registry_env, tmp_path, filename, content, field_part
+):
     from danlu_client import Client
-    from tests.registry.conftest import start_registry
+    from tests.fixtures.registry import start_registry
 
     server = start_registry({**registry_env, "DANLU_REGISTRY_MAX_RECORD_BYTES": "2048"})
     try:
@@ -114,7 +139,9 @@ def test_bad_files_rejected_and_nothing_stored(registry_env, tmp_path, filename,
                 c.registry.push_dataset(path, "broken")
             assert info.value.reason == "DATASET_INVALID"
             assert info.value.violations, "each bad record is named"
-            assert field_part in info.value.violations[0].field + info.value.violations[0].description
+            assert (
+                field_part in info.value.violations[0].field + info.value.violations[0].description
+            )
             assert list(c.registry.list_datasets()) == []
             assert stored_keys(server) == []
     finally:
@@ -147,19 +174,31 @@ CHUNK = b'{"text": "hello"}\n'
         ([pb.UploadDatasetVersionRequest(chunk=CHUNK)], "UPLOAD_MALFORMED"),
         ([HEADER, pb.UploadDatasetVersionRequest(chunk=CHUNK)], "UPLOAD_INCOMPLETE"),
         (
-            [HEADER, pb.UploadDatasetVersionRequest(chunk=CHUNK),
-             pb.UploadDatasetVersionRequest(trailer=pb.UploadTrailer(sha256="0" * 64))],
+            [
+                HEADER,
+                pb.UploadDatasetVersionRequest(chunk=CHUNK),
+                pb.UploadDatasetVersionRequest(trailer=pb.UploadTrailer(sha256="0" * 64)),
+            ],
             "DIGEST_MISMATCH",
         ),
         (
-            [HEADER, pb.UploadDatasetVersionRequest(chunk=b"x" * (1024 * 1024 + 1)),
-             pb.UploadDatasetVersionRequest(trailer=pb.UploadTrailer(sha256="0" * 64))],
+            [
+                HEADER,
+                pb.UploadDatasetVersionRequest(chunk=b"x" * (1024 * 1024 + 1)),
+                pb.UploadDatasetVersionRequest(trailer=pb.UploadTrailer(sha256="0" * 64)),
+            ],
             "UPLOAD_MALFORMED",
         ),
         (
-            [pb.UploadDatasetVersionRequest(header=pb.DatasetUploadHeader(parent="projects/default/datasets/Bad Name")),
-             pb.UploadDatasetVersionRequest(chunk=CHUNK),
-             pb.UploadDatasetVersionRequest(trailer=pb.UploadTrailer(sha256=hashlib.sha256(CHUNK).hexdigest()))],
+            [
+                pb.UploadDatasetVersionRequest(
+                    header=pb.DatasetUploadHeader(parent="projects/default/datasets/Bad Name")
+                ),
+                pb.UploadDatasetVersionRequest(chunk=CHUNK),
+                pb.UploadDatasetVersionRequest(
+                    trailer=pb.UploadTrailer(sha256=hashlib.sha256(CHUNK).hexdigest())
+                ),
+            ],
             "INVALID_NAME",
         ),
     ],
@@ -210,7 +249,10 @@ def test_get_list_and_pagination(client, tmp_path):
     names = [d.name for d in client.registry.list_datasets(page_size=2)]
     assert names == [f"projects/default/datasets/ds{i}" for i in range(3)]
     versions = list(client.registry.list_dataset_versions("ds1", page_size=1))
-    assert len(versions) == 2 and versions[0].create_time.ToDatetime() >= versions[1].create_time.ToDatetime()
+    assert (
+        len(versions) == 2
+        and versions[0].create_time.ToDatetime() >= versions[1].create_time.ToDatetime()
+    )
     latest = client.registry.get_dataset_version("ds1@latest")
     assert latest.name == versions[0].name
     short = versions[1].name.rsplit("/", 1)[-1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import grpc
 import pytest
@@ -23,7 +22,9 @@ from tests.registry.api.test_datasets import stored_keys
 def test_push_get_list_download(client, tiny_model_dir, tmp_path):
     model = client.registry.push_model(tiny_model_dir, "tiny", description="tiny qwen2")
     assert model.name == "projects/default/models/tiny"
-    assert model.kind == 1 and model.model_type == "qwen2" and model.architecture == "Qwen2ForCausalLM"
+    assert (
+        model.kind == 1 and model.model_type == "qwen2" and model.architecture == "Qwen2ForCausalLM"
+    )
     assert model.has_chat_template and model.max_context_length == 512
     assert model.digest.startswith("sha256:") and model.tokenizer_digest.startswith("sha256:")
     assert {f.path for f in model.files} >= {"config.json", "model.safetensors", "tokenizer.json"}
@@ -51,18 +52,22 @@ def test_replace_creates_new_revision(client, tiny_model_dir, tmp_path, registry
 
 
 def test_adapter_detected(client, tmp_path):
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(
         json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]})
     )
-    save_file({"base_model.model.layers.0.q_proj.lora_A.weight": np.zeros((4, 64), np.float32)},
-              str(adapter / "adapter_model.safetensors"))
+    save_file(
+        {"base_model.model.layers.0.q_proj.lora_A.weight": np.zeros((4, 64), np.float32)},
+        str(adapter / "adapter_model.safetensors"),
+    )
     model = client.registry.push_model(
-        adapter, "ad", lineage={"parent_model": "projects/default/models/tiny"},
+        adapter,
+        "ad",
+        lineage={"parent_model": "projects/default/models/tiny"},
         contract={"base_model_digest": "sha256:abc", "stop_words": ["<|im_end|>"]},
     )
     assert model.kind == 2 and model.model_type == "lora"
@@ -76,11 +81,16 @@ def test_adapter_detected(client, tmp_path):
         (lambda d: (d / "config.json").unlink(), "config.json"),
         (lambda d: (d / "model.safetensors").write_bytes(b"not safetensors"), "model.safetensors"),
         (lambda d: (d / "config.json").write_text("{broken"), "config.json"),
-        (lambda d: [(d / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")], "tokenizer.json"),
+        (
+            lambda d: [(d / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")],
+            "tokenizer.json",
+        ),
     ],
     ids=["no-config", "corrupt-weights", "bad-config", "no-tokenizer"],
 )
-def test_invalid_model_directories(client, registry_server, tiny_model_dir, tmp_path, mutate, field):
+def test_invalid_model_directories(
+    client, registry_server, tiny_model_dir, tmp_path, mutate, field
+):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
     mutate(broken)
@@ -94,7 +104,9 @@ def test_invalid_model_directories(client, registry_server, tiny_model_dir, tmp_
 
 def test_path_traversal_rejected(registry_server):
     messages = [
-        pb.UploadModelRequest(header=pb.ModelUploadHeader(parent="projects/default", model_id="evil")),
+        pb.UploadModelRequest(
+            header=pb.ModelUploadHeader(parent="projects/default", model_id="evil")
+        ),
         pb.UploadModelRequest(file=pb.ModelFileHeader(path="../escape.json")),
     ]
     with grpc.insecure_channel(registry_server.target) as channel:
@@ -122,5 +134,3 @@ def test_invalid_model_id(client, tiny_model_dir):
     with pytest.raises(InvalidArgumentError) as info:
         client.registry.push_model(tiny_model_dir, "Not Valid")
     assert info.value.violations[0].field == "header.model_id"
-
-

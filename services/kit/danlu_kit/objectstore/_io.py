@@ -45,7 +45,7 @@ class HashingReader:
                 message=f"length of {name!r} must not be negative", reason="OBJECT_SIZE_MISMATCH"
             )
         self._file: BinaryIO | None = source if hasattr(source, "read") else None  # type: ignore[assignment]
-        self._chunks: Iterator[bytes] | None = None if self._file else iter(source)  # type: ignore[arg-type]
+        self._chunks: Iterator[bytes] | None = None if self._file is not None else iter(source)  # type: ignore[arg-type]
         self._pending = memoryview(b"")  # the unread tail of the last oversized chunk
         self._hash = hashlib.sha256()
         self._eof = False
@@ -60,18 +60,30 @@ class HashingReader:
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return b"".join(self.chunks())
-        pieces: list[bytes] = []
-        need = size
-        while need > 0 and not self._eof:
-            piece = self._next_piece(need)
+        data = self._fill(size)
+        self._account(data)
+        return data
+
+    def _fill(self, size: int) -> bytes:
+        """Exactly ``size`` bytes, fewer only at the end of the source."""
+        first = self._next_piece(size) if size and not self._eof else b""
+        if len(first) == size:
+            return first
+        if not first:
+            self._eof = True
+            return first
+        # Gather in a BytesIO: its getvalue() hands over the buffer without the extra copy a
+        # list + join needs, so a part costs ~1x its size here, not 2x.
+        buf = io.BytesIO()
+        buf.write(first)
+        del first
+        while buf.tell() < size:
+            piece = self._next_piece(size - buf.tell())
             if not piece:
                 self._eof = True
                 break
-            pieces.append(piece)
-            need -= len(piece)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._account(data)
-        return data
+            buf.write(piece)
+        return buf.getvalue()
 
     def finish(self) -> None:
         """Check that the source ends where declared, for consumers that may read nothing at
@@ -85,14 +97,13 @@ class HashingReader:
 
     def _next_piece(self, limit: int) -> bytes:
         """Up to ``limit`` bytes from the source; empty only at its end."""
-        if not self._pending and self._file is None:
+        if self._file is not None:
+            data = self._file.read(limit)
+            return data if isinstance(data, bytes) else bytes(data or b"")
+        if not self._pending:
             self._pending = self._next_chunk()
-        if self._pending:
-            piece, self._pending = bytes(self._pending[:limit]), self._pending[limit:]
-            return piece
-        assert self._file is not None
-        data = self._file.read(limit)
-        return data if isinstance(data, bytes) else bytes(data or b"")
+        piece, self._pending = bytes(self._pending[:limit]), self._pending[limit:]
+        return piece
 
     def _next_chunk(self) -> memoryview:
         assert self._chunks is not None

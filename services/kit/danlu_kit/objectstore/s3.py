@@ -19,6 +19,7 @@ import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import check_bucket_name
 
 from danlu_kit.errors import InvalidArgument, NotFound, Unavailable
 from danlu_kit.objectstore._base import (
@@ -75,7 +76,11 @@ class S3ObjectStore(BaseObjectStore):
         cert_check: bool = True,
     ) -> None:
         parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+        ):
             raise InvalidArgument(
                 message="S3 endpoint must look like http(s)://host[:port]",
                 reason="INVALID_OBJECT_STORE_URL",
@@ -85,7 +90,18 @@ class S3ObjectStore(BaseObjectStore):
                 message=f"S3 part size must be at least {_MIN_PART_SIZE} bytes",
                 reason="INVALID_OBJECT_STORE_URL",
             )
-        host = parts.netloc.rpartition("@")[2]  # never keep userinfo (it may hold secrets)
+        try:
+            check_bucket_name(bucket)
+        except ValueError as exc:
+            raise InvalidArgument(
+                message=f"invalid S3 bucket name {bucket!r}", reason="INVALID_OBJECT_STORE_URL"
+            ) from exc
+        if "@" in parts.netloc:  # don't echo it: it may hold a secret
+            raise InvalidArgument(
+                message="pass S3 credentials as arguments, not inside the endpoint URL",
+                reason="INVALID_OBJECT_STORE_URL",
+            )
+        host = parts.netloc
         self.endpoint = f"{parts.scheme}://{host}"
         self.bucket = bucket
         self.region = region

@@ -138,14 +138,20 @@ class RegistryRepository:
         with self.session() as s:
             return sum(self._reference_counts(s, project, target_prefix).values())
 
-    def add_reference(self, project: str, target: str, reference_id: str, holder: str) -> ReferenceRecord:
+    def add_reference(
+        self, project: str, target: str, reference_id: str, holder: str
+    ) -> ReferenceRecord:
         with self.session() as s:
             existing = s.get(ReferenceRow, (project, target, reference_id))
             if existing is None:
                 seq = s.scalar(select(func.coalesce(func.max(ReferenceRow.seq), 0))) + 1
                 existing = ReferenceRow(
-                    project=project, target=target, reference_id=reference_id, holder=holder,
-                    create_time=_now(), seq=seq,
+                    project=project,
+                    target=target,
+                    reference_id=reference_id,
+                    holder=holder,
+                    create_time=_now(),
+                    seq=seq,
                 )
                 s.add(existing)
                 s.commit()
@@ -153,7 +159,9 @@ class RegistryRepository:
 
     def list_references(self, project: str, target: str, after: int | None, limit: int):
         with self.session() as s:
-            q = select(ReferenceRow).where(ReferenceRow.project == project, ReferenceRow.target == target)
+            q = select(ReferenceRow).where(
+                ReferenceRow.project == project, ReferenceRow.target == target
+            )
             if after is not None:
                 q = q.where(ReferenceRow.seq > after)
             rows = s.scalars(q.order_by(ReferenceRow.seq).limit(limit)).all()
@@ -275,7 +283,9 @@ class RegistryRepository:
             row = s.scalars(q.limit(1)).first()
             return None if row is None else self._with_refs(s, [row])[0]
 
-    def get_version(self, project: str, dataset_id: str, version_id: str) -> DatasetVersionRecord | None:
+    def get_version(
+        self, project: str, dataset_id: str, version_id: str
+    ) -> DatasetVersionRecord | None:
         with self.session() as s:
             if version_id == "latest":
                 row = s.scalars(
@@ -284,7 +294,9 @@ class RegistryRepository:
                         DatasetVersionRow.project == project,
                         DatasetVersionRow.dataset_id == dataset_id,
                     )
-                    .order_by(DatasetVersionRow.create_time.desc(), DatasetVersionRow.version_id.desc())
+                    .order_by(
+                        DatasetVersionRow.create_time.desc(), DatasetVersionRow.version_id.desc()
+                    )
                     .limit(1)
                 ).first()
             else:
@@ -304,12 +316,15 @@ class RegistryRepository:
                 q = q.where(
                     or_(
                         DatasetVersionRow.create_time < t,
-                        and_(DatasetVersionRow.create_time == t, DatasetVersionRow.version_id < vid),
+                        and_(
+                            DatasetVersionRow.create_time == t, DatasetVersionRow.version_id < vid
+                        ),
                     )
                 )
             rows = s.scalars(
-                q.order_by(DatasetVersionRow.create_time.desc(), DatasetVersionRow.version_id.desc())
-                .limit(limit)
+                q.order_by(
+                    DatasetVersionRow.create_time.desc(), DatasetVersionRow.version_id.desc()
+                ).limit(limit)
             ).all()
             return self._with_refs(s, list(rows))
 
@@ -401,7 +416,9 @@ class RegistryRepository:
             row = s.get(ModelRow, (project, model_id))
             return None if row is None else self._model(s, row)
 
-    def list_models(self, project: str, kind: str, after: str | None, limit: int) -> list[ModelRecord]:
+    def list_models(
+        self, project: str, kind: str, after: str | None, limit: int
+    ) -> list[ModelRecord]:
         with self.session() as s:
             q = select(ModelRow).where(ModelRow.project == project)
             if kind:
@@ -431,9 +448,19 @@ class RegistryRepository:
                 row = ModelRow(project=m.project, model_id=m.model_id, create_time=now)
                 s.add(row)
             for attr in (
-                "kind", "description", "digest", "revision_id", "size_bytes", "model_type",
-                "architecture", "max_context_length", "has_chat_template", "tokenizer_digest",
-                "lineage", "contract", "request_id",
+                "kind",
+                "description",
+                "digest",
+                "revision_id",
+                "size_bytes",
+                "model_type",
+                "architecture",
+                "max_context_length",
+                "has_chat_template",
+                "tokenizer_digest",
+                "lineage",
+                "contract",
+                "request_id",
             ):
                 setattr(row, attr, getattr(m, attr))
             row.files = files
@@ -442,10 +469,14 @@ class RegistryRepository:
                 s.commit()
             except IntegrityError:
                 s.rollback()
-                raise AlreadyExists(f"{m.name} was created concurrently", reason="MODEL_EXISTS") from None
+                raise AlreadyExists(
+                    f"{m.name} was created concurrently", reason="MODEL_EXISTS"
+                ) from None
             return self._model(s, row)
 
     def delete_model(self, project: str, model_id: str) -> None:
         with self.session() as s:
-            s.execute(delete(ModelRow).where(ModelRow.project == project, ModelRow.model_id == model_id))
+            s.execute(
+                delete(ModelRow).where(ModelRow.project == project, ModelRow.model_id == model_id)
+            )
             s.commit()

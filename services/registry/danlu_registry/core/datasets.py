@@ -17,13 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from danlu_kit.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-)
+from danlu_kit.errors import AlreadyExists, FailedPrecondition, NotFound
 from danlu_kit.objectstore import ObjectStore
 from danlu_kit.objectstore.artifacts import ArtifactWriter
 from danlu_registry.core.formats import DatasetFormat, IngestLimits, normalize_dataset
@@ -150,7 +144,9 @@ class Datasets:
     def get_dataset(self, project: str, dataset_id: str) -> DatasetRecord:
         record = self.repo.get_dataset(project, dataset_id)
         if record is None:
-            raise NotFound(f"projects/{project}/datasets/{dataset_id} not found", reason="DATASET_NOT_FOUND")
+            raise NotFound(
+                f"projects/{project}/datasets/{dataset_id} not found", reason="DATASET_NOT_FOUND"
+            )
         return record
 
     def get_version(self, project: str, dataset_id: str, version_id: str) -> DatasetVersionRecord:
@@ -209,16 +205,3 @@ def _iter_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from (line for line in lines if line.strip())
     if pending.strip():
         yield pending
-
-
-def parse_format(name: str) -> DatasetFormat | None:
-    """``auto``/empty -> None (detect), else a DatasetFormat; unknown names are errors."""
-    if name in ("", "auto"):
-        return None
-    try:
-        return DatasetFormat(name)
-    except ValueError:
-        known = ", ".join(f.value for f in DatasetFormat)
-        raise InvalidArgument.from_violations(
-            "UNKNOWN_FORMAT", [FieldViolation("format", f"{name!r} is not one of auto, {known}")]
-        ) from None

@@ -149,7 +149,7 @@ def iter_canonical_records(source: BinaryIO, *, limit: int | None = None) -> Ite
 
 
 class _Stop(Exception):
-    """Ends the reading loop: max_violations reached, or nothing more can be checked."""
+    """Ends the reading loop: nothing more can be checked."""
 
 
 class _Violations:
@@ -157,10 +157,13 @@ class _Violations:
         self.limit = limit
         self.items: list[FieldViolation] = []
 
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= self.limit
+
     def add(self, field_: str, description: str) -> None:
-        self.items.append(FieldViolation(field_, description))
-        if len(self.items) >= self.limit:
-            raise _Stop
+        if not self.full:  # one record may hold many problems; keep the first ones
+            self.items.append(FieldViolation(field_, description))
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,16 @@ def _sniff(record: Mapping[str, Any]) -> DatasetFormat | None:
         if any(k in record for k in keys):
             return fmt
     return None
+
+
+_EXPECTED_KEYS = (
+    'expected "messages" (openai), "conversations" (sharegpt), '
+    '"instruction"/"input"/"output" (alpaca) or "text" (text)'
+)
+_NOT_JSON = (
+    "not JSON: expected a JSON array of records or one JSON object per line "
+    "(for raw text, upload a .txt file or set the format to text)"
+)
 
 
 def _signature(fmt: DatasetFormat) -> str:
@@ -442,6 +455,8 @@ class _Source:
         self._head = head
 
     def read(self, n: int = -1) -> bytes:
+        if n == 0:  # ijson probes with read(0) to tell bytes from text streams
+            return b""
         if self._head:
             data, self._head = self._head, b""
             return data
@@ -463,12 +478,17 @@ class _Utf8CheckedReader:
         self.offset = offset  # bytes of the file handed to ijson so far
         self._newlines = lines_before
         self._item_mark = offset
+        self._error: _BadUtf8 | None = None
 
     def mark_item(self) -> None:
         """Called for each item ijson yields: the next item starts after this point."""
         self._item_mark = self.offset
 
     def read(self, n: int) -> bytes:
+        if n == 0:
+            return b""
+        if self._error is not None:
+            raise self._error
         if self.offset - self._item_mark > self._guard:
             raise _RunawayRecord
         data = self._source.read(n)
@@ -476,10 +496,14 @@ class _Utf8CheckedReader:
         try:
             self._decoder.decode(data, final=not data)
         except UnicodeDecodeError as e:
-            # e.start indexes the decoder's pending bytes followed by this chunk.
-            at = self.offset - pending + e.start
-            line = self._newlines + data[: max(0, e.start - pending)].count(b"\n") + 1
-            raise _BadUtf8(at, line, e.reason) from None
+            # e.start indexes the decoder's pending bytes followed by this chunk. Hand ijson
+            # the valid part first, so that the records before the bad byte are still checked
+            # and the error is blamed on the record that holds it.
+            data = data[: max(0, e.start - pending)]
+            line = self._newlines + data.count(b"\n") + 1
+            self._error = _BadUtf8(self.offset - pending + e.start, line, e.reason)
+            if not data:
+                raise self._error from None
         self.offset += len(data)
         self._newlines += data.count(b"\n")
         return data
@@ -529,6 +553,8 @@ class _Ingest:
                 self._checked += 1
                 if value is not _UNREADABLE:
                     self._accept(where, value)
+                if self._violations.full:
+                    break
         except _Stop:
             pass
         if not self._violations.items and (self._checked == 0 or self._fmt is None):
@@ -549,8 +575,8 @@ class _Ingest:
             f"the {what}dataset is invalid: {n} problem{'s' if n != 1 else ''} in "
             f"{self._checked} record{'s' if self._checked != 1 else ''} checked"
         )
-        if n >= self._limits.max_violations:
-            summary += f" (stopped at {self._limits.max_violations} problems)"
+        if self._violations.full:
+            summary += f" (stopped after {self._limits.max_violations} problems)"
         raise InvalidArgument.from_violations("DATASET_INVALID", self._violations.items, summary)
 
     def _accept(self, where: _Where, value: Any) -> None:
@@ -562,14 +588,7 @@ class _Ingest:
             self._fmt = _sniff(value)
             if self._fmt is None:
                 keys = ", ".join(f'"{k}"' for k in list(value)[:8]) or "none"
-                rec.fail(
-                    "",
-                    (
-                        f"cannot detect the dataset format from this record (keys: {keys}); expected "
-                        '"messages" (openai), "conversations" (sharegpt), "instruction"/"input"/'
-                        '"output" (alpaca) or "text" (text)'
-                    ),
-                )
+                rec.fail("", f"cannot detect the dataset format from keys {keys}; {_EXPECTED_KEYS}")
                 raise _Stop  # without a format nothing else can be checked
             self._fmt_origin = f"detected from {where}"
         fmt = self._fmt
@@ -577,13 +596,8 @@ class _Ingest:
         if not any(k in value for k in dict(_SIGNATURES)[fmt]):
             other = _sniff(value)
             if other is not None:
-                rec.fail(
-                    "",
-                    (
-                        f"record is {other.value} (has {_signature(other)}), but the file is "
-                        f"{fmt.value} ({self._fmt_origin})"
-                    ),
-                )
+                problem = f"record is {other.value} (has {_signature(other)}), but the file is "
+                rec.fail("", f"{problem}{fmt.value} ({self._fmt_origin})")
                 return
         canonical = _CONVERTERS[fmt](rec, value)
         if canonical is None or self._violations.items:
@@ -616,6 +630,7 @@ class _Ingest:
         head = self._raw.read(_CHUNK) or b""
         if head.startswith((b"\xff\xfe", b"\xfe\xff")):
             self._violations.add("file", "the file is UTF-16 encoded: save it as UTF-8")
+            raise _Stop
         offset = 0
         if head.startswith(_UTF8_BOM):  # Windows editors add one; it is not content
             head, offset = head[len(_UTF8_BOM) :], len(_UTF8_BOM)
@@ -641,13 +656,7 @@ class _Ingest:
             yield from self._text_lines(source, offset, lines_before)
         else:
             line = lines_before + head[: len(head) - len(stripped)].count(b"\n") + 1
-            self._violations.add(
-                f"line {line}",
-                (
-                    "not JSON: expected a JSON array of records or one JSON object per line "
-                    "(for raw text, upload a .txt file or set the format to text)"
-                ),
-            )
+            self._violations.add(f"line {line}", _NOT_JSON)
             raise _Stop
 
     def _lines(
@@ -708,13 +717,8 @@ class _Ingest:
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as e:
-                self._violations.add(
-                    str(where),
-                    (
-                        f"not valid UTF-8 ({e.reason}) at byte {e.start} of the line "
-                        f"(file offset {start + e.start})"
-                    ),
-                )
+                at = f"at byte {e.start} of the line (file offset {start + e.start})"
+                self._violations.add(str(where), f"not valid UTF-8 ({e.reason}) {at}")
                 yield where, None
                 continue
             if text.strip():
@@ -727,20 +731,26 @@ class _Ingest:
         for where, text in self._decoded_lines(source, offset, lines_before):
             if text is None:
                 yield where, _UNREADABLE
-            else:
-                try:
-                    yield where, json.loads(text)
-                except json.JSONDecodeError as e:
-                    hint = ""
-                    if first and self._filename.endswith(".json"):
-                        hint = (
-                            "; a .json file must hold a JSON array of records "
-                            "(or use JSON Lines: one record per line)"
-                        )
-                    self._violations.add(
-                        str(where), f"invalid JSON: {e.msg} (column {e.colno}){hint}"
-                    )
-                    yield where, _UNREADABLE
+                first = False
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                problem = f"invalid JSON: {e.msg} (column {e.colno})"
+                # A first record cut off at the end of its line is a JSON document spread over
+                # several lines, not JSON Lines: one violation says it all.
+                spread = first and e.pos >= len(text.rstrip())
+                if spread:
+                    problem += "; the record does not end on its line"
+                if first and self._filename.endswith(".json"):
+                    problem += "; a .json file must hold a JSON array of records"
+                if spread or first:
+                    problem += " (JSON Lines needs exactly one record per line)"
+                self._violations.add(str(where), problem)
+                if spread:
+                    raise _Stop from None
+                value = _UNREADABLE
+            yield where, value
             first = False
 
     def _text_lines(
@@ -754,8 +764,8 @@ class _Ingest:
         self, source: _Source, offset: int, lines_before: int
     ) -> Iterator[tuple[_Where, Any]]:
         limit = self._limits.max_record_bytes
-        # Indentation may make a record's raw text a few times its compact size; past this,
-        # it is certainly over the limit and must not be buffered any further.
+        # The limit applies to the compact encoding, and indentation may make the raw text a
+        # few times larger; raw text far past the limit is over it and is not buffered further.
         reader = _Utf8CheckedReader(source, offset, lines_before, guard=4 * limit + _CHUNK)
         index = 0
         try:
@@ -794,7 +804,8 @@ def _yajl_problem(error: Exception, complete: int) -> str:
     lines = [line.strip() for line in str(text).splitlines()]
     reason = lines[0] if lines else "malformed JSON"
     near = f" near `{lines[1]}`" if len(lines) > 1 and lines[1] else ""
-    return f"invalid JSON after {complete} complete records: {reason}{near}"
+    records = "record" if complete == 1 else "records"
+    return f"invalid JSON after {complete} complete {records}: {reason}{near}"
 
 
 # --------------------------------------------------------------------------- statistics

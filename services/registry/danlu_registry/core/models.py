@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from danlu_kit.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from danlu_kit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 from danlu_kit.objectstore import ObjectStore
 from danlu_kit.objectstore.artifacts import ArtifactWriter
 from danlu_registry.core.records import ModelFileRecord, ModelRecord, StoredObject
@@ -92,9 +98,13 @@ def inspect_model_directory(directory: Path, kind: str) -> ModelFacts:
         except ValueError as exc:
             raise _invalid("adapter_config.json", f"not valid JSON: {exc}") from None
         if "adapter_model.safetensors" not in files:
-            raise _invalid("adapter_model.safetensors", "missing (adapters are stored as safetensors)")
+            raise _invalid(
+                "adapter_model.safetensors", "missing (adapters are stored as safetensors)"
+            )
         _check_safetensors(directory, ["adapter_model.safetensors"])
-        facts = ModelFacts(kind="adapter", model_type=str(adapter_config.get("peft_type", "")).lower())
+        facts = ModelFacts(
+            kind="adapter", model_type=str(adapter_config.get("peft_type", "")).lower()
+        )
     else:
         if "config.json" not in files:
             raise _invalid("config.json", "missing")
@@ -149,11 +159,15 @@ def _check_index(directory: Path, files: set[str], weights: list[str]) -> None:
     except (ValueError, KeyError, AttributeError) as exc:
         raise _invalid("model.safetensors.index.json", f"not a valid index: {exc}") from None
     if missing := sorted(shards - files):
-        raise _invalid("model.safetensors.index.json", f"names missing shard(s): {', '.join(missing)}")
+        raise _invalid(
+            "model.safetensors.index.json", f"names missing shard(s): {', '.join(missing)}"
+        )
 
 
 def tokenizer_digest(file_sha256: dict[str, str]) -> str:
-    parts = [f"{name}:{file_sha256[name]}" for name in sorted(file_sha256) if name in TOKENIZER_FILES]
+    parts = [
+        f"{name}:{file_sha256[name]}" for name in sorted(file_sha256) if name in TOKENIZER_FILES
+    ]
     if not parts:
         return ""
     return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -181,7 +195,11 @@ class Models:
             stored = []
             for relpath in sorted(upload.file_sha256):
                 info = writer.add_file(relpath, upload.directory / relpath)
-                stored.append(ModelFileRecord(relpath, StoredObject(info.key, info.sha256 or "", info.size_bytes)))
+                stored.append(
+                    ModelFileRecord(
+                        relpath, StoredObject(info.key, info.sha256 or "", info.size_bytes)
+                    )
+                )
             manifest = writer.commit(
                 producer="registry",
                 lineage=upload.lineage,
@@ -223,7 +241,9 @@ class Models:
     def get(self, project: str, model_id: str) -> ModelRecord:
         record = self.repo.get_model(project, model_id)
         if record is None:
-            raise NotFound(f"projects/{project}/models/{model_id} not found", reason="MODEL_NOT_FOUND")
+            raise NotFound(
+                f"projects/{project}/models/{model_id} not found", reason="MODEL_NOT_FOUND"
+            )
         return record
 
     def open_file(self, record: ModelRecord, path: str) -> Iterator[bytes]:
@@ -241,4 +261,3 @@ class Models:
             )
         self.repo.delete_model(project, model_id)
         self.store.delete_prefix(model_prefix(project, model_id))
-

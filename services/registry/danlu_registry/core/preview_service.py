@@ -23,7 +23,9 @@ class PreviewResult:
 class Previews:
     """Keeps a few tokenizers loaded (keyed by tokenizer digest) so previews stay fast."""
 
-    def __init__(self, datasets: Datasets, models: Models, cache_dir: Path, max_tokenizers: int = 8):
+    def __init__(
+        self, datasets: Datasets, models: Models, cache_dir: Path, max_tokenizers: int = 8
+    ):
         self.datasets = datasets
         self.models = models
         self.cache_dir = cache_dir
@@ -44,7 +46,7 @@ class Previews:
         record = self.datasets.get_version(*version)
         tokenizer = self._tokenizer(*model)
         rows = self.datasets.read_records(record, count)
-        records, template_name = preview_records(
+        preview = preview_records(
             tokenizer,
             rows,
             task=record.task,
@@ -52,7 +54,7 @@ class Previews:
             system_prompt=system_prompt,
             max_length=max_length,
         )
-        return PreviewResult(record.name, template_name, records)
+        return PreviewResult(record.name, preview.chat_template, preview.records)
 
     def _tokenizer(self, project: str, model_id: str):
         model = self.models.get(project, model_id)

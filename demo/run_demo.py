@@ -1,0 +1,144 @@
+"""`make demo`: the danlu journey on the embedded default (SQLite + local object store, no GPU).
+
+Today it runs the registry part (the later issues add train, convert, merge and chat):
+starts `danlu up` in the background, builds a tiny base model locally (no hub), generates the
+seed's personal-assistant dataset plus an Alpaca file and a text corpus, pushes them, lists and
+previews them, and shows the precise error a broken file gets. Exits non-zero if a step fails.
+
+Environment: DEMO_RECORDS (personal-assistant repetitions, default 1000), DEMO_DATA_DIR
+(default: a fresh temporary directory), DEMO_PORT (default: a free port).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DANLU = str(Path(sys.executable).with_name("danlu"))
+
+IDENTITY_QUESTION = "请介绍一下你自己"
+IDENTITY_ANSWER = "我是丹炉的小助手，在丹炉的炉火中被微调出来，专门回答关于炼丹的问题。"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1;33m== {title}\033[0m", flush=True)
+
+
+def danlu(*args: str, target: str, expect_failure: bool = False) -> subprocess.CompletedProcess:
+    print("$ danlu " + " ".join(args), flush=True)
+    result = subprocess.run([DANLU, "--target", target, *args], text=True, capture_output=True)
+    sys.stdout.write(result.stdout)
+    sys.stdout.write(result.stderr)
+    if (result.returncode != 0) != expect_failure:
+        raise SystemExit(f"demo failed: `danlu {' '.join(args)}` exited {result.returncode}")
+    return result
+
+
+def write_datasets(directory: Path, records: int) -> dict[str, Path]:
+    identity = {
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": IDENTITY_QUESTION},
+            {"role": "assistant", "content": IDENTITY_ANSWER},
+        ]
+    }
+    paths = {
+        "assistant": directory / "personal_assistant.json",
+        "alpaca": directory / "alpaca.jsonl",
+        "corpus": directory / "corpus.txt",
+        "broken": directory / "broken.jsonl",
+    }
+    paths["assistant"].write_text(json.dumps([identity] * records, ensure_ascii=False, indent=1))
+    alpaca = [
+        {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"},
+        {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
+        {"instruction": "Name a primary colour.", "input": "", "output": "Red."},
+    ]
+    paths["alpaca"].write_text("".join(json.dumps(r) + "\n" for r in alpaca))
+    paths["corpus"].write_text(
+        "丹炉 turns data into models.\nThe furnace needs heat, ingredients and patience.\n"
+    )
+    paths["broken"].write_text(
+        json.dumps(
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}
+        )
+        + "\n{not json\n"
+    )
+    return paths
+
+
+def main() -> int:
+    records = int(os.environ.get("DEMO_RECORDS", "1000"))
+    data_dir = Path(os.environ.get("DEMO_DATA_DIR") or tempfile.mkdtemp(prefix="danlu-demo-"))
+    port = int(os.environ.get("DEMO_PORT") or free_port())
+    target = f"127.0.0.1:{port}"
+    work = Path(tempfile.mkdtemp(prefix="danlu-demo-files-"))
+    step(f"starting `danlu up` on {target} (data in {data_dir})")
+    server = subprocess.Popen(
+        [DANLU, "up", "--data-dir", str(data_dir), "--port", str(port), "--log-level", "warning"]
+    )
+    try:
+        from danlu_client import Client
+
+        with Client(target) as client:
+            client.wait_ready(timeout=60)
+
+        step("building a tiny Qwen2-shaped base model locally (random weights, no hub)")
+        from demo.tiny_model import build_tiny_model
+
+        model_dir = build_tiny_model(work / "tiny-qwen2")
+        danlu("models", "push", str(model_dir), "--name", "tiny-qwen2", target=target)
+
+        step(
+            f"pushing the personal-assistant dataset ({records} identical records), Alpaca and text"
+        )
+        paths = write_datasets(work, records)
+        danlu("datasets", "push", str(paths["assistant"]), "--name", "assistant", target=target)
+        danlu("datasets", "push", str(paths["assistant"]), "--name", "assistant", target=target)
+        danlu("datasets", "push", str(paths["alpaca"]), "--name", "alpaca", target=target)
+        danlu("datasets", "push", str(paths["corpus"]), "--name", "corpus", target=target)
+        danlu("datasets", "ls", target=target)
+        danlu("models", "ls", target=target)
+
+        step("previewing exactly what the model will see (trained tokens highlighted)")
+        danlu("datasets", "preview", "assistant", "--model", "tiny-qwen2", "-n", "1", target=target)
+        danlu("datasets", "preview", "corpus", "--model", "tiny-qwen2", "-n", "1", target=target)
+
+        step("a broken file gets a precise error and nothing is stored")
+        danlu(
+            "datasets",
+            "push",
+            str(paths["broken"]),
+            "--name",
+            "broken",
+            target=target,
+            expect_failure=True,
+        )
+        danlu("datasets", "show", "broken", target=target, expect_failure=True)
+
+        step("done: train, convert, merge and chat join this demo as their issues land")
+        return 0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("DEMO_DATA_DIR"):
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
