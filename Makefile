@@ -12,7 +12,8 @@ PACKAGE_FILES := requirements-dev.txt proto/gen/python/pyproject.toml $(wildcard
 $(STAMP): $(PACKAGE_FILES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# DS_BUILD_OPS=0: DeepSpeed installs as pure Python; its ops compile on first use.
+	DS_BUILD_OPS=0 $(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,9 +1,11 @@
 """`make demo`: the danlu journey on the embedded default (SQLite + local object store, no GPU).
 
-Today it runs the registry part (the later issues add train, convert, merge and chat):
-starts `danlu up` in the background, builds a tiny base model locally (no hub), generates the
-seed's personal-assistant dataset plus an Alpaca file and a text corpus, pushes them, lists and
-previews them, and shows the precise error a broken file gets. Exits non-zero if a step fails.
+Today it runs the registry and training parts (convert, merge and chat join as their issues
+land): starts `danlu up` in the background, builds a tiny base model locally (no hub), generates
+the seed's personal-assistant dataset plus an Alpaca file and a text corpus, pushes them, lists
+and previews them, shows the precise error a broken file gets, trains the built-in
+`tiny_lora_cpu` config with live progress and evaluation answers, and prints the answers per
+checkpoint side by side. Exits non-zero if a step fails.
 
 Environment: DEMO_RECORDS (personal-assistant repetitions, default 1000), DEMO_DATA_DIR
 (default: a fresh temporary directory), DEMO_PORT (default: a free port).
@@ -25,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 DANLU = str(Path(sys.executable).with_name("danlu"))
 
 IDENTITY_QUESTION = "请介绍一下你自己"
-IDENTITY_ANSWER = "我是丹炉的小助手，在丹炉的炉火中被微调出来，专门回答关于炼丹的问题。"
+IDENTITY_ANSWER = "我是一个由丹炉微调的个人助手。"
 
 
 def free_port() -> int:
@@ -101,7 +103,7 @@ def main() -> int:
         from demo.tiny_model import build_tiny_model
 
         model_dir = build_tiny_model(work / "tiny-qwen2")
-        danlu("models", "push", str(model_dir), "--name", "tiny-qwen2", target=target)
+        danlu("models", "push", str(model_dir), "--name", "tiny", target=target)
 
         step(
             f"pushing the personal-assistant dataset ({records} identical records), Alpaca and text"
@@ -115,8 +117,8 @@ def main() -> int:
         danlu("models", "ls", target=target)
 
         step("previewing exactly what the model will see (trained tokens highlighted)")
-        danlu("datasets", "preview", "assistant", "--model", "tiny-qwen2", "-n", "1", target=target)
-        danlu("datasets", "preview", "corpus", "--model", "tiny-qwen2", "-n", "1", target=target)
+        danlu("datasets", "preview", "assistant", "--model", "tiny", "-n", "1", target=target)
+        danlu("datasets", "preview", "corpus", "--model", "tiny", "-n", "1", target=target)
 
         step("a broken file gets a precise error and nothing is stored")
         danlu(
@@ -130,7 +132,15 @@ def main() -> int:
         )
         danlu("datasets", "show", "broken", target=target, expect_failure=True)
 
-        step("done: train, convert, merge and chat join this demo as their issues land")
+        step("training the built-in tiny_lora_cpu config (LoRA, 30 steps, answers every 10)")
+        danlu("configs", "ls", "-p", "tiny", target=target)
+        danlu("train", "tiny_lora_cpu", "--name", "identity", "--follow", target=target)
+        danlu("jobs", "checkpoints", "identity", target=target)
+
+        step("evaluation answers per checkpoint: pick the one before it starts to parrot")
+        danlu("jobs", "evals", "identity", target=target)
+
+        step("done: convert, merge and chat join this demo as their issues land")
         return 0
     finally:
         server.terminate()

@@ -369,5 +369,18 @@ def models_rm(c: Context, name):
     c.emit({"deleted": name}, lambda _: out.print(f"deleted {name}"))
 
 
+# -- training: `danlu train`, `danlu jobs ...`, `danlu configs ...` ------------------------
+
+from danlu_client.cli_training import register  # noqa: E402 (needs the names above)
+
+register(main)
+
+# -- inference: `danlu deploy`, `danlu deployments ...`, `danlu chat` -----------------------
+
+from danlu_client.cli_inference import register as register_inference  # noqa: E402
+
+register_inference(main)
+
+
 if __name__ == "__main__":
     main()

@@ -20,6 +20,8 @@ import grpc
 from danlu.registry.v1 import dataset_pb2, model_pb2, registry_service_pb2_grpc
 from danlu.registry.v1 import registry_service_pb2 as pb
 from danlu_client.errors import DanluError, from_rpc_error
+from danlu_client.inference import InferenceClient
+from danlu_client.training import TrainingClient
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 CHUNK_BYTES = 1024 * 1024
@@ -402,6 +404,8 @@ class Client:
         self._channel = grpc.intercept_channel(channel, _Metadata(token))
         self._raw_channel = channel
         self.registry = RegistryClient(self._channel, project)
+        self.inference = InferenceClient(self._channel, project)
+        self.training = TrainingClient(self._channel, project)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,7 +20,12 @@ from prometheus_client import Counter, Histogram
 from danlu_kit import grpc_errors
 from danlu_kit.auth import TokenBook, parse_authorization
 from danlu_kit.errors import DanluError
-from danlu_kit.request_context import caller_project_var, new_request_id, request_id_var
+from danlu_kit.request_context import (
+    caller_project_var,
+    caller_token_var,
+    new_request_id,
+    request_id_var,
+)
 
 log = logging.getLogger("danlu.rpc")
 
@@ -132,27 +137,36 @@ async def _abort(context: aio.ServicerContext, code: grpc.StatusCode, status) ->
 class AuthInterceptor(_AroundInterceptor):
     """Binds the caller to the project of its bearer token (raises UNAUTHENTICATED otherwise)."""
 
-    def __init__(self, tokens: TokenBook):
+    def __init__(self, tokens: TokenBook, self_authenticated: Sequence[str] = ()):
         self._tokens = tokens
+        # Services that check their own credentials (the training worker API: per-attempt
+        # worker tokens) are passed through like health and reflection.
+        self._public = PUBLIC_PREFIXES + tuple(f"/{name}/" for name in self_authenticated)
 
     @contextlib.asynccontextmanager
     async def around(self, context, method):
-        if method.startswith(PUBLIC_PREFIXES):
+        if method.startswith(self._public):
             yield
             return
-        project = self._tokens.project_for(
-            parse_authorization(_metadata(context).get("authorization"))
-        )
-        token = caller_project_var.set(project)
+        bearer = parse_authorization(_metadata(context).get("authorization"))
+        project = self._tokens.project_for(bearer)
+        project_token = caller_project_var.set(project)
+        bearer_token = caller_token_var.set(bearer)
         try:
             yield
         finally:
-            caller_project_var.reset(token)
+            caller_token_var.reset(bearer_token)
+            caller_project_var.reset(project_token)
 
 
-def server_interceptors(tokens: TokenBook | None) -> list[aio.ServerInterceptor]:
-    """The interceptor chain, outermost first; ``tokens=None`` turns auth off."""
+def server_interceptors(
+    tokens: TokenBook | None, self_authenticated: Sequence[str] = ()
+) -> list[aio.ServerInterceptor]:
+    """The interceptor chain, outermost first; ``tokens=None`` turns auth off.
+
+    ``self_authenticated`` names gRPC services (full names) whose callers present no bearer
+    token because the service authenticates them itself."""
     chain: list[aio.ServerInterceptor] = [RequestContextInterceptor(), ErrorInterceptor()]
     if tokens is not None:
-        chain.append(AuthInterceptor(tokens))
+        chain.append(AuthInterceptor(tokens, self_authenticated))
     return chain

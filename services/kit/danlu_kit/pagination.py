@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from danlu_kit.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -36,3 +40,12 @@ def decode_token(token: str) -> list | None:
             "INVALID_PAGE_TOKEN", [FieldViolation("page_token", "not a token this server issued")]
         )
     return value
+
+
+def split_page(
+    records: Sequence[T], size: int, last_key: Callable[[T], list]
+) -> tuple[list[T], str]:
+    """The page and the next page's token, from ``size + 1`` records fetched (the extra one
+    only says that there is a next page)."""
+    page = list(records[:size])
+    return page, encode_token(last_key(page[-1])) if len(records) > size else ""

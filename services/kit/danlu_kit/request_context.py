@@ -10,11 +10,19 @@ import contextvars
 import uuid
 
 from danlu_kit.errors import NotFound
+from danlu_kit.names import NamePattern
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # The project the caller's token is bound to; None when auth is off (embedded, loopback only).
 caller_project_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "caller_project", default=None
+)
+
+
+# The caller's bearer token, so that a service can call another one on the caller's behalf (the
+# training service resolving a dataset through the registry); None when auth is off.
+caller_token_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "caller_token", default=None
 )
 
 
@@ -31,3 +39,10 @@ def ensure_project_visible(project: str, resource_name: str) -> None:
     caller = caller_project_var.get()
     if caller is not None and caller != project:
         raise NotFound(f"{resource_name} not found", reason="NOT_FOUND")
+
+
+def parse_visible(pattern: NamePattern, name: str, field: str = "name") -> dict[str, str]:
+    """Parse a resource name of a request and check that the caller may see its project."""
+    values = pattern.parse(name, field)
+    ensure_project_visible(values["project"], name)
+    return values

@@ -28,7 +28,17 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 class Component(Protocol):
-    """Something that serves one or more gRPC services."""
+    """Something that serves one or more gRPC services.
+
+    Optional members, used when a component has them:
+
+    - ``async def start(self, port: int) -> None``: called once the port is bound and the
+      server accepts calls (background tasks start here; ``port`` is the bound port, known only
+      now when the options ask for port 0).
+    - ``self_authenticated_services: Sequence[str]``: services among ``service_names`` whose
+      callers authenticate with their own credentials instead of a bearer token (the training
+      worker API); the auth interceptor lets their calls through.
+    """
 
     service_names: Sequence[str]
 
@@ -58,8 +68,16 @@ class Server:
         self.options = options
         self.port = 0
         self._health: health.aio.HealthServicer | None = None
+        self_authenticated = [
+            name
+            for component in self.components
+            for name in getattr(component, "self_authenticated_services", ())
+        ]
         self._server = aio.server(
-            interceptors=[*server_interceptors(options.tokens), *options.extra_interceptors],
+            interceptors=[
+                *server_interceptors(options.tokens, self_authenticated),
+                *options.extra_interceptors,
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -78,6 +96,10 @@ class Server:
         if self.options.metrics_port is not None:
             start_http_server(self.options.metrics_port, addr=self.options.host)
         await self._server.start()
+        for component in self.components:
+            start = getattr(component, "start", None)
+            if start is not None:
+                await start(self.port)
         serving = health_pb2.HealthCheckResponse.SERVING
         await health_servicer.set("", serving)
         for component in self.components:

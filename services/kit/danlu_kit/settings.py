@@ -36,6 +36,15 @@ class Env:
         except ValueError:
             raise self._bad(name, f"expected an integer, got {raw!r}") from None
 
+    def float(self, name: str, default: float) -> float:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise self._bad(name, f"expected a number, got {raw!r}") from None
+
     def bool(self, name: str, default: bool) -> bool:
         raw = self.str(name)
         if raw is None:

@@ -14,7 +14,7 @@ from danlu.registry.v1 import registry_service_pb2_grpc as pb_grpc
 from danlu_kit import pagination
 from danlu_kit.errors import FieldViolation, InvalidArgument, NotFound
 from danlu_kit.names import PROJECT, NamePattern, check_id
-from danlu_kit.request_context import ensure_project_visible
+from danlu_kit.request_context import ensure_project_visible, parse_visible
 from danlu_registry import protos
 from danlu_registry.core.datasets import Datasets, ReceivedUpload
 from danlu_registry.core.formats import DatasetFormat
@@ -26,12 +26,6 @@ DATASET = NamePattern("projects/{project}/datasets/{dataset}")
 VERSION = NamePattern("projects/{project}/datasets/{dataset}/versions/{version}")
 MODEL = NamePattern("projects/{project}/models/{model}")
 DOWNLOAD_CHUNK = 1024 * 1024
-
-
-def _parse(pattern: NamePattern, name: str, field: str = "name") -> dict[str, str]:
-    values = pattern.parse(name, field)
-    ensure_project_visible(values["project"], name)
-    return values
 
 
 def _reference_target(name: str, field: str) -> tuple[str, str]:
@@ -62,7 +56,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         spooled = await receive_dataset(request_iterator, self.spool_dir)
         try:
             header = spooled.header
-            values = _parse(DATASET, header.parent, "header.parent")
+            values = parse_visible(DATASET, header.parent, "header.parent")
             upload = ReceivedUpload(
                 project=values["project"],
                 dataset_id=values["dataset"],
@@ -82,61 +76,58 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         )
 
     async def GetDataset(self, request, context):
-        v = _parse(DATASET, request.name)
+        v = parse_visible(DATASET, request.name)
         record = await asyncio.to_thread(self.datasets.get_dataset, v["project"], v["dataset"])
         return protos.dataset(record)
 
     async def ListDatasets(self, request, context):
-        project = _parse(PROJECT, request.parent, "parent")["project"]
+        project = parse_visible(PROJECT, request.parent, "parent")["project"]
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token)
         records = await asyncio.to_thread(
             self.datasets.repo.list_datasets, project, after[0] if after else None, size + 1
         )
-        page, more = records[:size], len(records) > size
+        page, token = pagination.split_page(records, size, lambda r: [r.dataset_id])
         return pb.ListDatasetsResponse(
-            datasets=[protos.dataset(r) for r in page],
-            next_page_token=pagination.encode_token([page[-1].dataset_id]) if more else "",
+            datasets=[protos.dataset(r) for r in page], next_page_token=token
         )
 
     async def DeleteDataset(self, request, context):
-        v = _parse(DATASET, request.name)
+        v = parse_visible(DATASET, request.name)
         await asyncio.to_thread(self.datasets.delete_dataset, v["project"], v["dataset"])
         return empty_pb2.Empty()
 
     async def GetDatasetVersion(self, request, context):
-        v = _parse(VERSION, request.name)
+        v = parse_visible(VERSION, request.name)
         record = await asyncio.to_thread(
             self.datasets.get_version, v["project"], v["dataset"], v["version"]
         )
         return protos.dataset_version(record)
 
     async def ListDatasetVersions(self, request, context):
-        v = _parse(DATASET, request.parent, "parent")
+        v = parse_visible(DATASET, request.parent, "parent")
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token)
         await asyncio.to_thread(self.datasets.get_dataset, v["project"], v["dataset"])
         records = await asyncio.to_thread(
             self.datasets.repo.list_versions, v["project"], v["dataset"], after, size + 1
         )
-        page, more = records[:size], len(records) > size
-        token = ""
-        if more:
-            last = page[-1]
-            token = pagination.encode_token([last.create_time.isoformat(), last.version_id])
+        page, token = pagination.split_page(
+            records, size, lambda r: [r.create_time.isoformat(), r.version_id]
+        )
         return pb.ListDatasetVersionsResponse(
             dataset_versions=[protos.dataset_version(r) for r in page], next_page_token=token
         )
 
     async def DeleteDatasetVersion(self, request, context):
-        v = _parse(VERSION, request.name)
+        v = parse_visible(VERSION, request.name)
         await asyncio.to_thread(
             self.datasets.delete_version, v["project"], v["dataset"], v["version"]
         )
         return empty_pb2.Empty()
 
     async def DownloadDatasetVersion(self, request, context):
-        v = _parse(VERSION, request.name)
+        v = parse_visible(VERSION, request.name)
         record = await asyncio.to_thread(
             self.datasets.get_version, v["project"], v["dataset"], v["version"]
         )
@@ -145,8 +136,8 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             yield pb.DownloadChunk(data=chunk)
 
     async def PreviewDatasetVersion(self, request, context):
-        v = _parse(VERSION, request.name)
-        m = _parse(MODEL, request.model, "model")
+        v = parse_visible(VERSION, request.name)
+        m = parse_visible(MODEL, request.model, "model")
         if request.record_count < 0 or request.record_count > 50:
             raise InvalidArgument.from_violations(
                 "INVALID_ARGUMENT", [FieldViolation("record_count", "must be between 0 and 50")]
@@ -169,7 +160,7 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         try:
             spooled = await receive_model(request_iterator, directory)
             header = spooled.header
-            project = _parse(PROJECT, header.parent, "header.parent")["project"]
+            project = parse_visible(PROJECT, header.parent, "header.parent")["project"]
             upload = ReceivedModel(
                 project=project,
                 model_id=check_id(header.model_id, "header.model_id"),
@@ -188,11 +179,11 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
         return protos.model(record)
 
     async def GetModel(self, request, context):
-        v = _parse(MODEL, request.name)
+        v = parse_visible(MODEL, request.name)
         return protos.model(await asyncio.to_thread(self.models.get, v["project"], v["model"]))
 
     async def ListModels(self, request, context):
-        project = _parse(PROJECT, request.parent, "parent")["project"]
+        project = parse_visible(PROJECT, request.parent, "parent")["project"]
         size = pagination.page_size(request.page_size)
         after = pagination.decode_token(request.page_token)
         records = await asyncio.to_thread(
@@ -202,19 +193,16 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             after[0] if after else None,
             size + 1,
         )
-        page, more = records[:size], len(records) > size
-        return pb.ListModelsResponse(
-            models=[protos.model(r) for r in page],
-            next_page_token=pagination.encode_token([page[-1].model_id]) if more else "",
-        )
+        page, token = pagination.split_page(records, size, lambda r: [r.model_id])
+        return pb.ListModelsResponse(models=[protos.model(r) for r in page], next_page_token=token)
 
     async def DeleteModel(self, request, context):
-        v = _parse(MODEL, request.name)
+        v = parse_visible(MODEL, request.name)
         await asyncio.to_thread(self.models.delete, v["project"], v["model"])
         return empty_pb2.Empty()
 
     async def DownloadModel(self, request, context):
-        v = _parse(MODEL, request.name)
+        v = parse_visible(MODEL, request.name)
         record = await asyncio.to_thread(self.models.get, v["project"], v["model"])
         for f in record.files:
             yield pb.DownloadModelResponse(
@@ -249,10 +237,9 @@ class RegistryServicer(pb_grpc.RegistryServiceServicer):
             after[0] if after else None,
             size + 1,
         )
-        page, more = rows[:size], len(rows) > size
+        page, token = pagination.split_page(rows, size, lambda row: [row[0]])
         return pb.ListReferencesResponse(
-            references=[protos.reference(r) for _, r in page],
-            next_page_token=pagination.encode_token([page[-1][0]]) if more else "",
+            references=[protos.reference(r) for _, r in page], next_page_token=token
         )
 
     async def DeleteReference(self, request, context):

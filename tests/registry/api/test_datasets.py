@@ -118,6 +118,12 @@ BAD_FILES = [
         "line 2",
     ),
     ("huge.jsonl", (json.dumps({"text": "x" * 3000}) + "\n").encode(), "line 1"),
+    (
+        # Bad after 256 KiB of good records: the raw upload has started, and is deleted again.
+        "late.jsonl",
+        (json.dumps(IDENTITY) + "\n").encode() * 2000 + b'{"messages": []}\n',
+        "line 2001",
+    ),
 ]
 
 

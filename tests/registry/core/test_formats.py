@@ -703,6 +703,29 @@ def test_nothing_is_written_once_a_violation_is_found() -> None:
     assert sink.getvalue().count(b"\n") <= 1  # only what preceded the problem, if anything
 
 
+# ----------------------------------------------------------------------------- fast JSON path
+
+
+def test_output_bytes_are_the_standard_librarys_for_every_code_point() -> None:
+    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    records = [{"text": text[i : i + 50_000]} for i in range(0, len(text), 50_000)]
+    _, out = ingest(jsonl(*records))
+    compact = (json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in records)
+    assert out == "".join(line + "\n" for line in compact)
+
+
+@pytest.mark.parametrize(
+    "value", ["NaN", "-Infinity", "1e400", "123456789012345678901234567890", '"\\udc00"']
+)
+def test_values_only_the_standard_library_reads_are_accepted_in_other_fields(value: str) -> None:
+    messages = (
+        '"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]'
+    )
+    result, out = ingest('{"id": ' + value + ", " + messages + "}\n")
+    assert result.stats.record_count == 1
+    assert out == json.dumps(chat((U, "q"), (A, "a")), separators=(",", ":")) + "\n"
+
+
 # ----------------------------------------------------------------------------- bounded memory
 
 

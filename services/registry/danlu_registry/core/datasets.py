@@ -11,14 +11,16 @@ import logging
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, BinaryIO
 
 from danlu_kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from danlu_kit.objectstore import ObjectStore
+from danlu_kit.objectstore import ObjectInfo, ObjectStore
 from danlu_kit.objectstore.artifacts import ArtifactWriter
 from danlu_registry.core.formats import DatasetFormat, IngestLimits, normalize_dataset
 from danlu_registry.core.records import DatasetRecord, DatasetVersionRecord, StoredObject
@@ -83,33 +85,37 @@ class Datasets:
         if existing := self.repo.find_version(upload.project, upload.dataset_id, digest=digest):
             return existing, False
 
-        with tempfile.NamedTemporaryFile(dir=self.work_dir, suffix=".jsonl") as normalized:
+        version_id = uuid.uuid4().hex[:12]
+        prefix = version_prefix(upload.project, upload.dataset_id, version_id)
+        name = f"projects/{upload.project}/datasets/{upload.dataset_id}/versions/{version_id}"
+        with (
+            tempfile.NamedTemporaryFile(dir=self.work_dir, suffix=".jsonl") as normalized,
+            _VersionUpload(self.store, prefix, upload.path) as artifact,
+        ):
             with upload.path.open("rb") as source:
                 result = normalize_dataset(
                     source,
-                    normalized,
+                    _StartingSink(normalized, artifact),
                     format=upload.format,
                     filename=upload.filename,
                     limits=self.limits,
                 )
             normalized.flush()
-            version_id = uuid.uuid4().hex[:12]
-            prefix = version_prefix(upload.project, upload.dataset_id, version_id)
-            name = f"projects/{upload.project}/datasets/{upload.dataset_id}/versions/{version_id}"
-            with ArtifactWriter(self.store, prefix) as writer:
-                raw = writer.add_file(RAW_FILE, upload.path)
-                norm = writer.add_file(NORMALIZED_FILE, Path(normalized.name))
-                stats = _stats_dict(result.stats)
-                writer.commit(
-                    producer="registry",
-                    lineage={"dataset_version": name},
-                    extra={
-                        "format": result.format.value,
-                        "task": result.task,
-                        "source_filename": upload.filename,
-                        "stats": stats,
-                    },
-                )
+            writer = artifact.start()  # a small file's first write was its last
+            artifact.raise_if_failed()
+            norm = writer.add_file(NORMALIZED_FILE, Path(normalized.name))
+            raw = artifact.raw_result()
+            stats = _stats_dict(result.stats)
+            writer.commit(
+                producer="registry",
+                lineage={"dataset_version": name},
+                extra={
+                    "format": result.format.value,
+                    "task": result.task,
+                    "source_filename": upload.filename,
+                    "stats": stats,
+                },
+            )
         record = DatasetVersionRecord(
             project=upload.project,
             dataset_id=upload.dataset_id,
@@ -191,6 +197,73 @@ class Datasets:
             )
         self.repo.delete_dataset(project, dataset_id)
         self.store.delete_prefix(dataset_prefix(project, dataset_id))
+
+
+class _VersionUpload:
+    """A version's artifact, opened at the normaliser's first output, whose raw file uploads
+    on a thread of its own: the raw bytes travel to the object store while the normaliser
+    (CPU-bound) is still reading them.
+
+    ``start()`` opens the writer and starts the raw upload (once). Leaving the ``with`` block
+    waits for that upload to end, then lets the writer delete what it wrote unless committed,
+    so clean-up never races an upload in flight. The raw and normalised files are added from
+    two threads: artifact writers allow that for different files (their bookkeeping is one
+    list append and one dict store each).
+    """
+
+    def __init__(self, store: ObjectStore, prefix: str, raw_path: Path) -> None:
+        self._store, self._prefix, self._raw_path = store, prefix, raw_path
+        self._writer: ArtifactWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._raw: Future[ObjectInfo] | None = None
+
+    def start(self) -> ArtifactWriter:
+        if self._writer is None:
+            self._writer = ArtifactWriter(self._store, self._prefix)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="dataset-raw-upload")
+            self._raw = self._pool.submit(self._writer.add_file, RAW_FILE, self._raw_path)
+        return self._writer
+
+    def raise_if_failed(self) -> None:
+        """Raise the raw upload's error as soon as it has failed."""
+        if self._raw is not None and self._raw.done() and self._raw.exception() is not None:
+            self._raw.result()
+
+    def raw_result(self) -> ObjectInfo:
+        self.start()
+        assert self._raw is not None
+        return self._raw.result()
+
+    def __enter__(self) -> _VersionUpload:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._writer is not None:
+            self._writer.__exit__(exc_type, exc, tb)
+
+
+class _StartingSink:
+    """The normaliser's output file, which starts the raw upload at its first write.
+
+    The normaliser buffers its output (256 KiB) and writes nothing more once a record is
+    invalid, so a file that is broken from the start (the usual bad upload) is never uploaded;
+    one found invalid later costs an upload that the writer deletes again.
+    """
+
+    def __init__(self, file: BinaryIO, artifact: _VersionUpload) -> None:
+        self._file, self._artifact = file, artifact
+
+    def write(self, data: bytes) -> int:
+        self._artifact.raise_if_failed()  # the store is failing: stop normalising
+        self._artifact.start()
+        return self._file.write(data)
 
 
 def _stats_dict(stats) -> dict:

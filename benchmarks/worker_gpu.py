@@ -1,0 +1,259 @@
+"""The training worker on a GPU: tokens/s and peak memory per method (issue: training service).
+
+Runs ``danlu_worker.runner.run_assignment`` — the real worker code path — on a
+Qwen2.5-0.5B-shaped model built from its config (random init: same compute as real weights),
+for LoRA, QLoRA, full fine-tuning, LoRA under DeepSpeed ZeRO-2 and full under ZeRO-3, each in
+its own process. Data: synthetic conversations whose lengths follow a log-normal fit of
+instruction data (median ~300 tokens, long tail capped at max_length), fixed seed, packed.
+
+    python benchmarks/worker_gpu.py --out benchmarks/out/worker_gpu.json [--steps 30]
+
+Tokens/s counts real (non-pad) tokens; the first steps are excluded as warm-up. Prints a table
+and writes JSON. Throughput work against a named baseline has its own benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for extra in ("", "proto/gen/python", "services/kit", "services/worker"):
+    sys.path.insert(0, str(ROOT / extra))
+
+CASES = {
+    "lora": {"method": "lora", "deepspeed": "none"},
+    "qlora": {"method": "qlora", "deepspeed": "none"},
+    "full": {"method": "full", "deepspeed": "none"},
+    "lora_zero2": {"method": "lora", "deepspeed": "zero2"},
+    "full_zero3": {"method": "full", "deepspeed": "zero3"},
+}
+
+QWEN2_5_0_5B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    max_position_embeddings=32768,
+    rope_theta=1000000.0,
+    tie_word_embeddings=True,
+)
+
+
+def build_model(directory: Path) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from demo.tiny_tokenizer import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(directory)
+    config = Qwen2Config(
+        **QWEN2_5_0_5B,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="bfloat16",
+    )
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(directory, safe_serialization=True)
+
+
+def synthetic_records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    words = [
+        "the",
+        "furnace",
+        "data",
+        "model",
+        "heat",
+        "learning",
+        "rate",
+        "token",
+        "batch",
+        "gradient",
+        "answer",
+        "question",
+    ]
+    records = []
+    for _ in range(n):
+        # log-normal token lengths (median ~300), as in instruction-tuning sets
+        total = min(int(rng.lognormvariate(5.7, 0.8)), 2000)
+        prompt_words = max(4, total // 6)
+        answer_words = max(4, total - prompt_words) // 1
+        prompt = " ".join(rng.choice(words) for _ in range(prompt_words))
+        answer = " ".join(rng.choice(words) for _ in range(answer_words))
+        records.append(
+            {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    return records
+
+
+def run_case(name: str, model_dir: Path, work: Path, steps: int) -> dict:
+    import hashlib
+
+    import torch
+
+    from danlu.common.v1 import common_pb2
+    from danlu.training.v1 import training_job_pb2 as tj
+    from danlu.training.worker.v1alpha1 import worker_service_pb2 as wpb
+    from danlu_kit.objectstore import LocalObjectStore
+    from danlu_worker.reporter import RecordingReporter
+    from danlu_worker.runner import run_assignment
+
+    case = CASES[name]
+    store = LocalObjectStore(work / "objects")
+    files, digest = [], hashlib.sha256()
+    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
+        info = store.put_file(f"projects/b/models/m/revisions/r/{path.name}", path)
+        files.append(
+            wpb.ArtifactFile(
+                path=path.name,
+                object=common_pb2.ObjectRef(
+                    key=info.key, sha256=info.sha256, size_bytes=info.size_bytes
+                ),
+            )
+        )
+        digest.update(f"{path.name}{info.sha256}".encode())
+    data = "".join(json.dumps(r) + "\n" for r in synthetic_records(4000)).encode()
+    info = store.put_bytes("projects/b/datasets/d/versions/v/normalized.jsonl", data)
+    lora = tj.LoraMethod(r=16, alpha=32, dropout=0.0, target_modules=["all-linear"])
+    spec = tj.TrainingJobSpec(
+        base_model="projects/b/models/m",
+        datasets=[tj.DatasetSource(dataset="projects/b/datasets/d/versions/v", weight=1.0)],
+        task=tj.TRAINING_TASK_SFT,
+        data=tj.DataConfig(max_length=2048, packing=True, shuffle=True),
+        optimization=tj.OptimizationConfig(
+            max_steps=steps,
+            micro_batch_size=4,
+            gradient_accumulation_steps=1,
+            learning_rate=2e-5 if case["method"] == "full" else 2e-4,
+            warmup_ratio=0.0,
+            lr_scheduler=tj.LR_SCHEDULER_CONSTANT,
+            max_grad_norm=1.0,
+            precision=tj.PRECISION_BF16,
+            gradient_checkpointing=case["method"] == "full",
+            seed=0,
+        ),
+        evaluation=tj.EvaluationConfig(prompts=["the furnace"], max_new_tokens=8),
+        checkpoint=tj.CheckpointConfig(every_n_steps=10_000, keep=1),
+        deepspeed={
+            "none": tj.DEEPSPEED_STAGE_NONE,
+            "zero2": tj.DEEPSPEED_STAGE_ZERO2,
+            "zero3": tj.DEEPSPEED_STAGE_ZERO3,
+        }[case["deepspeed"]],
+    )
+    if case["method"] == "lora":
+        spec.lora.CopyFrom(lora)
+    elif case["method"] == "qlora":
+        spec.qlora.CopyFrom(
+            tj.QLoraMethod(
+                lora=lora,
+                quant_type=tj.QUANT_TYPE_NF4,
+                double_quant=True,
+                compute_dtype=tj.PRECISION_BF16,
+            )
+        )
+    else:
+        spec.full.SetInParent()
+    assignment = wpb.WorkerAssignment(
+        spec=spec,
+        base_model=wpb.ModelArtifact(
+            model="projects/b/models/m", digest="sha256:" + digest.hexdigest(), files=files
+        ),
+        datasets=[
+            wpb.DatasetArtifact(
+                dataset_version="projects/b/datasets/d/versions/v",
+                normalized_object=common_pb2.ObjectRef(
+                    key=info.key, sha256=info.sha256, size_bytes=info.size_bytes
+                ),
+            )
+        ],
+        checkpoint_prefix="projects/b/trainingJobs/bench/checkpoints/",
+    )
+    reporter = RecordingReporter()
+    started = time.perf_counter()
+    run_assignment(assignment, store=store, reporter=reporter, cache_dir=work / "cache")
+    wall = time.perf_counter() - started
+    steady = [m for m in reporter.metric_events if m.step > 3 and m.tokens_per_second > 0]
+    tps = sum(m.tokens_per_second for m in steady) / max(len(steady), 1)
+    return {
+        "case": name,
+        "steps": steps,
+        "tokens_per_second": round(tps, 1),
+        "mfu": round(sum(m.mfu for m in steady) / max(len(steady), 1), 4),
+        "peak_memory_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
+        "final_loss": round(reporter.metric_events[-1].loss, 4) if reporter.metric_events else None,
+        "wall_seconds": round(wall, 1),
+        "gpu": torch.cuda.get_device_name(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "worker_gpu.json")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:  # child process: one case
+        work = Path(tempfile.mkdtemp())
+        print(
+            "RESULT " + json.dumps(run_case(args.case, args.model_dir, work, args.steps)),
+            flush=True,
+        )
+        return
+    model_dir = Path(tempfile.mkdtemp()) / "qwen2_5_0_5b_shape"
+    build_model(model_dir)
+    results = []
+    for name in args.cases.split(","):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--case",
+                name,
+                "--model-dir",
+                str(model_dir),
+                "--steps",
+                str(args.steps),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            results.append({"case": name, "error": (proc.stderr or proc.stdout)[-1500:]})
+        else:
+            results.append(json.loads(line.removeprefix("RESULT ")))
+        print(json.dumps(results[-1]), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\n{'case':<12} {'tok/s':>10} {'MFU':>6} {'peak GiB':>9} {'loss':>8}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['case']:<12} ERROR")
+        else:
+            print(
+                f"{r['case']:<12} {r['tokens_per_second']:>10.0f} {r['mfu']:>6.2%} {r['peak_memory_gib']:>9.2f} {r['final_loss']:>8}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""The pieces both training loops use, so each loop file reads top to bottom without them.
+
+- :class:`RunContext`: what the runner hands a loop (assignment, effective config, store,
+  reporter, local directories, resume point).
+- :func:`setup_run`: seed, device/precision, process group, tokenizer + chat template, data.
+- :func:`step_batches`: the micro-batches of one optimizer step and their loss-token count.
+- :func:`evaluate`: evaluation prompts and validation loss at a step.
+- :class:`CheckpointPublisher`: write a checkpoint locally (weights by the loop, state by the
+  engine, RNG and trainer state here), publish it, commit it, apply the keep policy locally.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from danlu.training.v1 import checkpoint_pb2
+from danlu.training.worker.v1alpha1 import worker_service_pb2 as wpb
+from danlu_kit.chat_templates import TOKENIZER_TEMPLATE, get_chat_template, resolve_chat_template
+from danlu_kit.errors import Cancelled, FailedPrecondition
+from danlu_kit.objectstore import ObjectStore
+from danlu_kit.objectstore.artifacts import Manifest
+from danlu_worker import reporter as rep
+from danlu_worker.checkpoints import (
+    CheckpointRecord,
+    RetryPolicy,
+    publish_checkpoint,
+    read_trainer_state,
+    remove_local_copies,
+    save_rng_state,
+    step_name,
+    write_trainer_state,
+)
+from danlu_worker.data import Batch, BatchStream, DataPosition, PreparedData, collate, prepare_data
+from danlu_worker.engine import Engine, all_reduce_sum, any_rank, barrier, init_distributed
+from danlu_worker.evaluation import answer_prompts, validation_loss
+from danlu_worker.modeling import Numerics, load_tokenizer, resolve_numerics
+from danlu_worker.settings import DistributedEnv
+from danlu_worker.spec import RunConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    assignment: wpb.WorkerAssignment
+    cfg: RunConfig
+    store: ObjectStore
+    reporter: rep.Reporter
+    model_dir: Path  # the base model's files
+    run_dir: Path  # local checkpoint copies of this job
+    cache_dir: Path
+    attempt: int
+    dist: DistributedEnv
+    resume_dir: Path | None = None  # the downloaded checkpoint to resume from
+    resume_manifest: Manifest | None = None
+    checkpoint_retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @property
+    def job_name(self) -> str:
+        return self.assignment.checkpoint_prefix.rstrip("/").removesuffix("/checkpoints")
+
+    def log(self, message: str, level: int = rep.INFO) -> None:
+        log.log(logging.WARNING if level >= rep.WARNING else logging.INFO, "%s", message)
+        if self.dist.is_main:
+            self.reporter.log(level, message)
+
+
+@dataclass
+class Setup:
+    tokenizer: PreTrainedTokenizerBase
+    chat_template: str | None
+    chat_template_name: str
+    stop_words: tuple[str, ...]
+    data: PreparedData
+    numerics: Numerics
+    total_steps: int
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+def setup_run(run: RunContext) -> Setup:
+    """Everything before the model: seeds, device, process group, tokenizer, data, length."""
+    cfg = run.cfg
+    seed_everything(cfg.seed)
+    numerics = resolve_numerics(cfg.precision, local_rank=run.dist.local_rank)
+    init_distributed(run.dist, numerics, deepspeed=cfg.deepspeed is not None)
+    tokenizer = load_tokenizer(run.model_dir)
+    try:
+        template, template_name = resolve_chat_template(tokenizer, cfg.chat_template or None)
+    except FailedPrecondition:
+        if cfg.task != "pretrain":
+            raise
+        template, template_name = None, ""
+    stop_words = (
+        ()
+        if template_name in ("", TOKENIZER_TEMPLATE)
+        else (get_chat_template(template_name).stop_words)
+    )
+    data = prepare_data(
+        run.assignment, cfg, tokenizer, template, store=run.store, cache_dir=run.cache_dir
+    )
+    micro_batches_per_epoch = math.ceil(len(data.train.rows) / cfg.micro_batch_size)
+    per_step = cfg.gradient_accumulation_steps * run.dist.world_size
+    total_steps = cfg.max_steps or math.ceil((cfg.epochs or 1) * micro_batches_per_epoch / per_step)
+    train = data.train
+    run.log(
+        f"data: {len(train.samples)} {data.task} samples ({train.num_tokens} tokens, "
+        f"{train.truncated} truncated, {train.dropped} without loss tokens) in "
+        f"{len(train.rows)} rows of at most {cfg.max_length} tokens"
+        + (" (packed)" if cfg.packing else "")
+        + (f"; {len(data.validation.samples)} validation samples" if data.validation else "")
+        + f"; {total_steps} optimizer steps"
+    )
+    return Setup(
+        tokenizer=tokenizer,
+        chat_template=template,
+        chat_template_name=template_name,
+        stop_words=tuple(stop_words),
+        data=data,
+        numerics=numerics,
+        total_steps=total_steps,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch (CPU and every GPU) RNGs, as transformers' ``set_seed`` does
+    (importing that pulls in the whole Trainer stack, seconds of start-up)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def batch_stream(run: RunContext, setup: Setup, position: DataPosition) -> BatchStream:
+    return BatchStream(
+        len(setup.data.train.rows),
+        run.cfg.micro_batch_size,
+        seed=run.cfg.seed,
+        shuffle=run.cfg.shuffle,
+        rank=run.dist.rank,
+        world_size=run.dist.world_size,
+        position=position,
+    )
+
+
+def resume_position(run: RunContext, setup: Setup) -> tuple[int, DataPosition]:
+    """(step, data position) to continue from: (0, start) without a checkpoint."""
+    if run.resume_dir is None:
+        return 0, DataPosition()
+    state = read_trainer_state(run.resume_dir)
+    if state.get("total_steps") != setup.total_steps:
+        run.log(
+            f"the checkpoint was written for {state.get('total_steps')} steps, this run has "
+            f"{setup.total_steps}",
+            rep.WARNING,
+        )
+    if run.resume_manifest and run.resume_manifest.extra.get("spec_digest") != run.cfg.spec_digest:
+        run.log("the checkpoint was written by a different spec", rep.WARNING)
+    return int(state["step"]), DataPosition.from_json(state["data_position"])
+
+
+def step_batches(
+    run: RunContext, setup: Setup, stream: BatchStream
+) -> tuple[list[Batch], torch.Tensor, int]:
+    """The micro-batches of one optimizer step on this rank, the normaliser of their losses
+    (loss tokens of the step over all ranks, divided by the world size: DDP and DeepSpeed
+    average gradients over ranks) and the real tokens of the step over all ranks."""
+    data = setup.data.train
+    batches = [
+        collate(
+            data.samples,
+            [data.rows[i] for i in stream.next_rows()],
+            pad_token_id=setup.pad_token_id,
+            packed=run.cfg.packing,
+        )
+        for _ in range(run.cfg.gradient_accumulation_steps)
+    ]
+    device = setup.numerics.device
+    counts = torch.tensor(
+        [sum(b.num_loss_tokens for b in batches), sum(b.num_tokens for b in batches)],
+        dtype=torch.float64,
+        device=device,
+    )
+    counts = all_reduce_sum(counts)
+    num_items = (counts[0] / run.dist.world_size).clamp(min=1).to(torch.float32)
+    return batches, num_items, int(counts[1])
+
+
+def raise_if_cancelled(run: RunContext, setup: Setup) -> None:
+    """Stop at a step boundary when the user cancelled (rank 0 learns it; all ranks stop)."""
+    flag = run.dist.is_main and run.reporter.cancel_requested
+    if any_rank(flag, setup.numerics.device):
+        raise Cancelled(message="cancelled by the user", reason="CANCELLED_BY_USER")
+
+
+def evaluate(
+    run: RunContext,
+    setup: Setup,
+    model: torch.nn.Module,
+    *,
+    step: int,
+    answers_due: bool,
+    validation_due: bool,
+    zero3: bool,
+) -> tuple[list[checkpoint_pb2.EvaluationAnswer], float | None]:
+    """Evaluation answers (when due and configured) and validation loss (when due and there is
+    validation data); reported as events by rank 0."""
+    cfg = run.cfg
+    answers: list[checkpoint_pb2.EvaluationAnswer] = []
+    if answers_due and cfg.eval_prompts and setup.chat_template is not None:
+        # ZeRO-3 shards every weight: all ranks must take part in each forward pass.
+        if zero3 or run.dist.is_main:
+            answers = answer_prompts(
+                model,
+                setup.tokenizer,
+                cfg.eval_prompts,
+                chat_template=setup.chat_template,
+                system=cfg.eval_system,
+                max_new_tokens=cfg.eval_max_new_tokens,
+                stop_words=setup.stop_words,
+                device=setup.numerics.device,
+                synced_gpus=zero3 and run.dist.is_distributed,
+            )
+        barrier()
+        if run.dist.is_main:
+            run.reporter.evaluation(step, answers)
+    loss = None
+    if validation_due and setup.data.validation is not None:
+        loss = validation_loss(
+            model,
+            setup.data.validation,
+            micro_batch_size=cfg.micro_batch_size,
+            pad_token_id=setup.pad_token_id,
+            packed=cfg.packing,
+            device=setup.numerics.device,
+            autocast_dtype=setup.numerics.compute_dtype if setup.numerics.autocast else None,
+        )
+    return answers, loss
+
+
+class CheckpointPublisher:
+    """Writes ``{run_dir}/step-{n}/``, publishes it and commits it with the control plane."""
+
+    def __init__(self, run: RunContext, setup: Setup, *, format: str) -> None:
+        self.run = run
+        self.setup = setup
+        cfg = run.cfg
+        assignment = run.assignment
+        self.extra: dict[str, Any] = {
+            "method": cfg.method,
+            "format": format,
+            "deepspeed_stage": cfg.deepspeed.stage if cfg.deepspeed else 0,
+            "spec_digest": cfg.spec_digest,
+            "seed": cfg.seed,
+            "base_model": assignment.base_model.model,
+            "base_model_digest": assignment.base_model.digest,
+            "chat_template": setup.chat_template or "",
+            "chat_template_name": setup.chat_template_name,
+            "training_job": run.job_name,
+            "attempt": run.attempt,
+        }
+        self.lineage = {
+            "training_job": run.job_name,
+            "dataset_versions": setup.data.dataset_versions,
+            "parent_model": assignment.base_model.model,
+        }
+
+    def publish(
+        self,
+        *,
+        record: CheckpointRecord,
+        position: DataPosition,
+        engine: Engine,
+        write_weights: Callable[[Path], None],
+    ) -> None:
+        """All ranks call this (ZeRO shards and gathers are collective)."""
+        run = self.run
+        directory = run.run_dir / step_name(record.step)
+        if run.dist.is_main:
+            if directory.exists():
+                shutil.rmtree(directory)
+            directory.mkdir(parents=True)
+        barrier()
+        write_weights(directory)  # the loop saves on rank 0 (after any collective gather)
+        if run.dist.is_main or run.cfg.deepspeed is not None:
+            engine.save_state(directory, step=record.step)
+        save_rng_state(directory, rank=run.dist.rank, world_size=run.dist.world_size)
+        if run.dist.is_main:
+            write_trainer_state(
+                directory,
+                {
+                    "step": record.step,
+                    "epoch": record.epoch,
+                    "data_position": position.to_json(),
+                    "total_steps": self.setup.total_steps,
+                    "seed": run.cfg.seed,
+                    "world_size": run.dist.world_size,
+                },
+            )
+        barrier()
+        if run.dist.is_main:
+            checkpoint = publish_checkpoint(
+                run.store,
+                checkpoint_prefix=run.assignment.checkpoint_prefix,
+                directory=directory,
+                record=record,
+                extra={**self.extra, "data_position": position.to_json()},
+                lineage=self.lineage,
+                retry=run.checkpoint_retry,
+            )
+            deleted = run.reporter.commit_checkpoint(checkpoint)
+            remove_local_copies(run.run_dir, deleted)
+            run.log(
+                f"checkpoint {step_name(record.step)} committed ({checkpoint.size_bytes} bytes)"
+                + (f"; keep policy deleted {', '.join(deleted)}" if deleted else "")
+            )
+        barrier()

@@ -1,0 +1,213 @@
+"""LoRA and QLoRA training (SFT or continued pre-training) with peft.
+
+The base model stays frozen: in 16 bits on a GPU (FP32 on CPU), or in 4 bits for QLoRA
+(bitsandbytes NF4/FP4, optional double quantisation, prepared with peft's
+``prepare_model_for_kbit_training``). peft adds the adapters, kept in FP32 (peft upcasts
+adapter weights) while the matmuls run in the training precision. The loop:
+
+    setup -> DeepSpeed config -> base model -> adapters -> engine -> resume
+    -> for each optimizer step: micro-batches (forward, backward) -> update -> metrics
+       -> every N steps: evaluation answers, validation loss, checkpoint
+
+A cancel is honoured at every micro-batch boundary (never during a checkpoint publish).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from danlu_worker.checkpoints import CheckpointRecord, load_rng_state
+from danlu_worker.deepspeed_config import deepspeed_config
+from danlu_worker.engine import (
+    DeepSpeedEngine,
+    Engine,
+    TorchEngine,
+    all_reduce_mean,
+    hf_deepspeed_config,
+)
+from danlu_worker.loops._shared import (
+    CheckpointPublisher,
+    RunContext,
+    batch_stream,
+    evaluate,
+    raise_if_cancelled,
+    resume_position,
+    setup_run,
+    step_batches,
+)
+from danlu_worker.metrics import ThroughputMeter
+from danlu_worker.modeling import count_parameters, load_causal_lm
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def train(run: RunContext) -> None:
+    from peft import (
+        LoraConfig,
+        get_peft_model,
+        prepare_model_for_kbit_training,
+        set_peft_model_state_dict,
+    )
+    from safetensors.torch import load_file
+
+    cfg = run.cfg
+    assert cfg.lora is not None, "peft_sft trains LoRA or QLoRA"
+    is_main = run.dist.is_main
+
+    # 1. Seeds, device, process group, tokenizer, chat template, tokenised and packed data.
+    setup = setup_run(run)
+    numerics = setup.numerics
+
+    # 2. DeepSpeed's config is generated from the spec; ZeRO-3 must be announced to
+    #    transformers before the weights load so they load straight into partitions.
+    ds_config = None
+    if cfg.deepspeed is not None:
+        ds_config = deepspeed_config(
+            cfg, world_size=run.dist.world_size, precision=numerics.precision
+        )
+    zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
+    keep_alive = hf_deepspeed_config(ds_config) if zero3 else None  # noqa: F841
+
+    # 3. The frozen base model.
+    model = load_causal_lm(
+        run.model_dir,
+        numerics,
+        dtype=numerics.compute_dtype,
+        quant=cfg.quant,
+        on_device=ds_config is None,
+    )
+    checkpointing = {"use_reentrant": False}
+    if cfg.quant is not None:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs=checkpointing,
+        )
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+
+    # 4. The adapters.
+    lora = cfg.lora
+    targets = lora.target_modules
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules="all-linear" if targets == ("all-linear",) else list(targets),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    total_params, trainable_params = count_parameters(model)
+    run.log(
+        f"{cfg.method}: r={lora.r} alpha={lora.alpha} dropout={lora.dropout} "
+        f"targets={','.join(targets)}; {trainable_params:,} of {total_params:,} parameters "
+        f"trainable; {numerics.precision} on {numerics.device}"
+        + (f"; DeepSpeed ZeRO-{cfg.deepspeed.stage}" if cfg.deepspeed else "")
+    )
+
+    # 5. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).
+    engine: Engine
+    if ds_config is not None:
+        engine = DeepSpeedEngine(
+            model,
+            cfg,
+            numerics,
+            total_steps=setup.total_steps,
+            ds_config=ds_config,
+            exclude_frozen=True,
+        )
+    else:
+        engine = TorchEngine(model, cfg, numerics, total_steps=setup.total_steps, dist_env=run.dist)
+
+    # 6. Resume: adapter, optimizer, schedule, data position and random streams.
+    step, position = resume_position(run, setup)
+    if run.resume_dir is not None:
+        if ds_config is None:
+            set_peft_model_state_dict(model, load_file(run.resume_dir / ADAPTER_WEIGHTS))
+        engine.load_state(run.resume_dir, step=step)
+        load_rng_state(run.resume_dir, rank=run.dist.rank, world_size=run.dist.world_size)
+        run.log(f"resumed from step {step} (epoch {position.epoch}, batch {position.index})")
+    stream = batch_stream(run, setup, position)
+
+    def write_adapter(directory: Path) -> None:
+        with engine.gathered_parameters():  # ZeRO-3: the full adapter tensors
+            if is_main:
+                engine.module.save_pretrained(directory, safe_serialization=True)
+                (directory / "README.md").unlink(missing_ok=True)  # peft's model card stub
+
+    publisher = CheckpointPublisher(run, setup, format="peft_adapter")
+    meter = ThroughputMeter(
+        total_steps=setup.total_steps,
+        parameters=total_params,
+        lora=True,
+        device=numerics.device,
+        world_size=run.dist.world_size,
+    )
+    metrics_every = max(1, setup.total_steps // 1000)
+    losses: list[float] = []  # since the previous checkpoint
+    engine.module.train()
+
+    # 7. Train.
+    while step < setup.total_steps:
+        raise_if_cancelled(run, setup)
+        batches, num_items, tokens = step_batches(run, setup, stream)
+        learning_rate = engine.learning_rate  # the rate this step uses
+        step_loss = torch.zeros((), device=numerics.device)
+        for i, batch in enumerate(batches):
+            if i:
+                raise_if_cancelled(run, setup)
+            loss = engine.forward(batch, num_items)
+            engine.backward(loss, boundary=i == len(batches) - 1)
+            step_loss += loss.detach().float()
+        grad_norm = engine.optimizer_step()
+        step += 1
+        loss_value = float(all_reduce_mean(step_loss))
+        losses.append(loss_value)
+        metrics = meter.step_done(
+            step=step,
+            epoch=stream.epochs_done,
+            loss=loss_value,
+            learning_rate=learning_rate,
+            grad_norm=grad_norm,
+            tokens=tokens,
+        )
+
+        last = step == setup.total_steps
+        checkpoint_due = step % cfg.checkpoint_every_n_steps == 0 or last
+        answers_due = last or (
+            step % cfg.eval_every_n_steps == 0 if cfg.eval_every_n_steps else checkpoint_due
+        )
+        answers, validation = [], None
+        if checkpoint_due or answers_due:
+            raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
+            answers, validation = evaluate(
+                run,
+                setup,
+                engine.module,
+                step=step,
+                answers_due=answers_due,
+                validation_due=checkpoint_due,
+                zero3=zero3,
+            )
+            if validation is not None:
+                metrics.validation_loss = validation
+        if is_main and (step % metrics_every == 0 or checkpoint_due or last):
+            run.reporter.metrics(metrics)
+        if checkpoint_due:
+            record = CheckpointRecord(
+                step=step,
+                epoch=stream.epochs_done,
+                train_loss=sum(losses) / len(losses),
+                validation_loss=validation,
+                answers=answers,
+            )
+            publisher.publish(
+                record=record, position=stream.position, engine=engine, write_weights=write_adapter
+            )
+            losses.clear()
+        if checkpoint_due or answers_due:
+            meter.restart_clock()
