@@ -251,3 +251,46 @@ def test_pretraining_on_raw_text_puts_loss_on_every_token(
     reporter = _run(make_assignment(records, spec=spec), store, cache_dir)
     assert len(reporter.metric_events) == 3 and reporter.evaluations == []
     assert reporter.checkpoints[-1].step == 3
+
+
+class _CancelDuringCheckpoint:
+    """Delegates to a store; raises the reporter's cancel flag while the first checkpoint's
+    files are being uploaded (before its manifest)."""
+
+    def __init__(self, store, reporter: RecordingReporter) -> None:
+        self._store = store
+        self._reporter = reporter
+        self.cancelled_mid_write = False
+
+    def put(self, key, source, **kwargs):
+        if "/checkpoints/" in key and not key.endswith("manifest.json"):
+            self._reporter.request_cancel()
+            self.cancelled_mid_write = True
+        return self._store.put(key, source, **kwargs)
+
+    def put_file(self, key, path, **kwargs):
+        with open(path, "rb") as f:
+            return self.put(key, f, length=Path(path).stat().st_size)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_cancel_during_a_checkpoint_write_never_leaves_half_a_checkpoint(
+    make_assignment, store, cache_dir
+) -> None:
+    """The checkpoint being written when cancel arrives is either committed whole (manifest
+    last) or absent; the worker stops right after it and reports CANCELLED."""
+    spec = base_spec(max_steps=20)
+    spec.checkpoint.every_n_steps = 2
+    reporter = RecordingReporter()
+    flaky = _CancelDuringCheckpoint(store, reporter)
+    with pytest.raises(Cancelled):
+        _run(make_assignment(spec=spec), flaky, cache_dir, reporter)
+    assert flaky.cancelled_mid_write
+    assert max(m.step for m in reporter.metric_events) <= 3, "stops at the next step boundary"
+    prefixes = {o.key.rsplit("/", 1)[0] for o in store.list(f"{JOB}/checkpoints/")}
+    for prefix in prefixes:
+        manifest = read_manifest(store, prefix + "/")  # raises if a prefix has no manifest
+        assert all(store.exists(manifest.key(f.path)) for f in manifest.files)
+    assert {c.name for c in reporter.checkpoints} == prefixes

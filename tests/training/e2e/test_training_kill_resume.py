@@ -79,7 +79,11 @@ def test_killed_worker_resumes_to_identical_weights(tmp_path, tiny_model_dir, mo
         killed = False
         for event in api.watch(job.name, follow=True):
             kind = event.WhichOneof("payload")
-            if kind == "checkpoint_committed" and event.checkpoint_committed.step == 4 and not killed:
+            if (
+                kind == "checkpoint_committed"
+                and event.checkpoint_committed.step == 4
+                and not killed
+            ):
                 pids = worker_pids(job.name)
                 assert pids, "the worker process should be running"
                 for pid in pids:
