@@ -14,7 +14,7 @@ from danlu_kit.chat_templates import (
     resolve_chat_template,
 )
 from danlu_kit.errors import FailedPrecondition, InvalidArgument
-from tests.fixtures.tiny_tokenizer import QWEN2_CHAT_TEMPLATE, build_tiny_tokenizer
+from demo.tiny_tokenizer import QWEN2_CHAT_TEMPLATE, build_tiny_tokenizer
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},

@@ -17,7 +17,7 @@ from danlu_kit.conversation_tokens import (
     tokenize_with_loss_mask,
 )
 from danlu_kit.errors import FailedPrecondition, InvalidArgument
-from tests.fixtures.tiny_tokenizer import QWEN2_CHAT_TEMPLATE, build_tiny_tokenizer
+from demo.tiny_tokenizer import QWEN2_CHAT_TEMPLATE, build_tiny_tokenizer
 
 CHATML = get_chat_template("chatml").template
 LLAMA3 = get_chat_template("llama3_chat").template

@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerBase
 from danlu_kit.errors import InvalidArgument
 from danlu_registry.core.formats import iter_canonical_records, normalize_dataset
 from danlu_registry.core.preview import PreviewSegment, preview_records
-from tests.fixtures.tiny_tokenizer import build_tiny_tokenizer
+from demo.tiny_tokenizer import build_tiny_tokenizer
 
 RECORDS = [
     {

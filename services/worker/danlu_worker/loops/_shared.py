@@ -41,8 +41,16 @@ from danlu_worker.checkpoints import (
     write_trainer_state,
 )
 from danlu_worker.data import Batch, BatchStream, DataPosition, PreparedData, collate, prepare_data
-from danlu_worker.engine import Engine, all_reduce_sum, any_rank, barrier, init_distributed
+from danlu_worker.engine import (
+    Engine,
+    all_reduce_mean,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    init_distributed,
+)
 from danlu_worker.evaluation import answer_prompts, validation_loss
+from danlu_worker.metrics import ThroughputMeter
 from danlu_worker.modeling import Numerics, load_tokenizer, resolve_numerics
 from danlu_worker.settings import DistributedEnv
 from danlu_worker.spec import RunConfig
@@ -329,3 +337,95 @@ class CheckpointPublisher:
                 + (f"; keep policy deleted {', '.join(deleted)}" if deleted else "")
             )
         barrier()
+
+
+def train_steps(
+    run: RunContext,
+    setup: Setup,
+    engine: Engine,
+    stream: BatchStream,
+    *,
+    step: int,
+    total_params: int,
+    lora: bool,
+    zero3: bool,
+    weights_format: str,
+    write_weights: Callable[[Path], None],
+) -> None:
+    """The optimizer-step loop every method shares: micro-batches -> update -> metrics ->
+    every N steps evaluation answers, validation loss and a checkpoint. The method's file
+    decides what the weights are (``write_weights``) and how the engine was built."""
+    cfg = run.cfg
+    numerics = setup.numerics
+    is_main = run.dist.is_main
+    publisher = CheckpointPublisher(run, setup, format=weights_format)
+    meter = ThroughputMeter(
+        total_steps=setup.total_steps,
+        parameters=total_params,
+        lora=lora,
+        device=numerics.device,
+        world_size=run.dist.world_size,
+    )
+    metrics_every = max(1, setup.total_steps // 1000)
+    losses: list[float] = []  # since the previous checkpoint
+    engine.module.train()
+
+    while step < setup.total_steps:
+        raise_if_cancelled(run, setup)
+        batches, num_items, tokens = step_batches(run, setup, stream)
+        learning_rate = engine.learning_rate  # the rate this step uses
+        step_loss = torch.zeros((), device=numerics.device)
+        for i, batch in enumerate(batches):
+            if i:
+                raise_if_cancelled(run, setup)
+            loss = engine.forward(batch, num_items)
+            engine.backward(loss, boundary=i == len(batches) - 1)
+            step_loss += loss.detach().float()
+        grad_norm = engine.optimizer_step()
+        step += 1
+        loss_value = float(all_reduce_mean(step_loss))
+        losses.append(loss_value)
+        metrics = meter.step_done(
+            step=step,
+            epoch=stream.epochs_done,
+            loss=loss_value,
+            learning_rate=learning_rate,
+            grad_norm=grad_norm,
+            tokens=tokens,
+        )
+
+        last = step == setup.total_steps
+        checkpoint_due = step % cfg.checkpoint_every_n_steps == 0 or last
+        answers_due = last or (
+            step % cfg.eval_every_n_steps == 0 if cfg.eval_every_n_steps else checkpoint_due
+        )
+        answers, validation = [], None
+        if checkpoint_due or answers_due:
+            raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
+            answers, validation = evaluate(
+                run,
+                setup,
+                engine.module,
+                step=step,
+                answers_due=answers_due,
+                validation_due=checkpoint_due,
+                zero3=zero3,
+            )
+            if validation is not None:
+                metrics.validation_loss = validation
+        if is_main and (step % metrics_every == 0 or checkpoint_due or last):
+            run.reporter.metrics(metrics)
+        if checkpoint_due:
+            record = CheckpointRecord(
+                step=step,
+                epoch=stream.epochs_done,
+                train_loss=sum(losses) / len(losses),
+                validation_loss=validation,
+                answers=answers,
+            )
+            publisher.publish(
+                record=record, position=stream.position, engine=engine, write_weights=write_weights
+            )
+            losses.clear()
+        if checkpoint_due or answers_due:
+            meter.restart_clock()

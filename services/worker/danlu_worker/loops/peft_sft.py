@@ -16,28 +16,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from danlu_worker.checkpoints import CheckpointRecord, load_rng_state
+from danlu_worker.checkpoints import load_rng_state
 from danlu_worker.deepspeed_config import deepspeed_config
 from danlu_worker.engine import (
     DeepSpeedEngine,
     Engine,
     TorchEngine,
-    all_reduce_mean,
     hf_deepspeed_config,
 )
 from danlu_worker.loops._shared import (
-    CheckpointPublisher,
     RunContext,
     batch_stream,
-    evaluate,
-    raise_if_cancelled,
     resume_position,
     setup_run,
-    step_batches,
+    train_steps,
 )
-from danlu_worker.metrics import ThroughputMeter
 from danlu_worker.modeling import count_parameters, load_causal_lm
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -139,75 +132,16 @@ def train(run: RunContext) -> None:
                 engine.module.save_pretrained(directory, safe_serialization=True)
                 (directory / "README.md").unlink(missing_ok=True)  # peft's model card stub
 
-    publisher = CheckpointPublisher(run, setup, format="peft_adapter")
-    meter = ThroughputMeter(
-        total_steps=setup.total_steps,
-        parameters=total_params,
-        lora=True,
-        device=numerics.device,
-        world_size=run.dist.world_size,
-    )
-    metrics_every = max(1, setup.total_steps // 1000)
-    losses: list[float] = []  # since the previous checkpoint
-    engine.module.train()
-
     # 7. Train.
-    while step < setup.total_steps:
-        raise_if_cancelled(run, setup)
-        batches, num_items, tokens = step_batches(run, setup, stream)
-        learning_rate = engine.learning_rate  # the rate this step uses
-        step_loss = torch.zeros((), device=numerics.device)
-        for i, batch in enumerate(batches):
-            if i:
-                raise_if_cancelled(run, setup)
-            loss = engine.forward(batch, num_items)
-            engine.backward(loss, boundary=i == len(batches) - 1)
-            step_loss += loss.detach().float()
-        grad_norm = engine.optimizer_step()
-        step += 1
-        loss_value = float(all_reduce_mean(step_loss))
-        losses.append(loss_value)
-        metrics = meter.step_done(
-            step=step,
-            epoch=stream.epochs_done,
-            loss=loss_value,
-            learning_rate=learning_rate,
-            grad_norm=grad_norm,
-            tokens=tokens,
-        )
-
-        last = step == setup.total_steps
-        checkpoint_due = step % cfg.checkpoint_every_n_steps == 0 or last
-        answers_due = last or (
-            step % cfg.eval_every_n_steps == 0 if cfg.eval_every_n_steps else checkpoint_due
-        )
-        answers, validation = [], None
-        if checkpoint_due or answers_due:
-            raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
-            answers, validation = evaluate(
-                run,
-                setup,
-                engine.module,
-                step=step,
-                answers_due=answers_due,
-                validation_due=checkpoint_due,
-                zero3=zero3,
-            )
-            if validation is not None:
-                metrics.validation_loss = validation
-        if is_main and (step % metrics_every == 0 or checkpoint_due or last):
-            run.reporter.metrics(metrics)
-        if checkpoint_due:
-            record = CheckpointRecord(
-                step=step,
-                epoch=stream.epochs_done,
-                train_loss=sum(losses) / len(losses),
-                validation_loss=validation,
-                answers=answers,
-            )
-            publisher.publish(
-                record=record, position=stream.position, engine=engine, write_weights=write_adapter
-            )
-            losses.clear()
-        if checkpoint_due or answers_due:
-            meter.restart_clock()
+    train_steps(
+        run,
+        setup,
+        engine,
+        stream,
+        step=step,
+        total_params=total_params,
+        lora=True,
+        zero3=zero3,
+        weights_format="peft_adapter",
+        write_weights=write_adapter,
+    )
