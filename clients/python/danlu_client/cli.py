@@ -381,6 +381,12 @@ from danlu_client.cli_inference import register as register_inference  # noqa: E
 
 register_inference(main)
 
+# -- conversion: `danlu convert`, `danlu merge`, `danlu conversions ...` -------------------
+
+from danlu_client.cli_conversion import register as register_conversion  # noqa: E402
+
+register_conversion(main)
+
 
 if __name__ == "__main__":
     main()

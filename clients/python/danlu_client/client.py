@@ -19,6 +19,7 @@ import grpc
 
 from danlu.registry.v1 import dataset_pb2, model_pb2, registry_service_pb2_grpc
 from danlu.registry.v1 import registry_service_pb2 as pb
+from danlu_client.conversion import ConversionClient
 from danlu_client.errors import DanluError, from_rpc_error
 from danlu_client.inference import InferenceClient
 from danlu_client.training import TrainingClient
@@ -406,6 +407,7 @@ class Client:
         self.registry = RegistryClient(self._channel, project)
         self.inference = InferenceClient(self._channel, project)
         self.training = TrainingClient(self._channel, project)
+        self.conversion = ConversionClient(self._channel, project)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         try:

@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from danlu_conversion.service import build_conversion
+from danlu_conversion.settings import ConversionSettings
 from danlu_inference.service import build_inference
 from danlu_inference.settings import InferenceSettings
 from danlu_kit.log import configure_logging
@@ -43,11 +45,17 @@ def embedded_components(
         "DANLU_TRAINING_OBJECT_STORE_URL": f"file://{data_dir}/objects",
         "DANLU_TRAINING_HOST": "127.0.0.1",
         "DANLU_TRAINING_AUTH": "off",
+        # Conversion reads checkpoints from the same store and runs jobs in-process (CPU).
+        "DANLU_CONVERSION_DATA_DIR": str(data_dir),
+        "DANLU_CONVERSION_DATABASE_URL": f"sqlite:///{data_dir}/danlu.db",
+        "DANLU_CONVERSION_OBJECT_STORE_URL": f"file://{data_dir}/objects",
+        "DANLU_CONVERSION_AUTH": "off",
     }
     return [
         build_registry(RegistrySettings.from_env(environ)),
         build_training(TrainingSettings.from_env(environ), registry_target=own_target),
         build_inference(InferenceSettings.from_env(environ), registry_target=own_target),
+        build_conversion(ConversionSettings.from_env(environ), registry_target=own_target),
     ]
 
 

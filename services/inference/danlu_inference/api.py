@@ -17,7 +17,7 @@ from danlu_inference.core.deployments import (
 )
 from danlu_kit import pagination
 from danlu_kit.auth import parse_authorization
-from danlu_kit.errors import FieldViolation, InvalidArgument
+from danlu_kit.errors import DanluError, FieldViolation, InvalidArgument
 from danlu_kit.names import PROJECT, NamePattern
 from danlu_kit.request_context import ensure_project_visible
 
@@ -52,7 +52,7 @@ def _forward_token(context) -> None:
     if header:
         try:
             token = parse_authorization(header)
-        except Exception:
+        except DanluError:  # malformed: with auth on the interceptor refused it already
             token = None
     forwarded_token.set(token)
 

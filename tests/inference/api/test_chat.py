@@ -288,3 +288,38 @@ def test_delete_while_loading_leaves_nothing_behind(client, base, stack):
     again = client.inference.create_deployment("tiny", deployment_id="brief", wait=True)
     assert again.state == deployment_pb2.DEPLOYMENT_STATE_READY
     client.inference.delete_deployment("brief")
+
+
+def test_many_concurrent_streams_on_a_fresh_adapter(client, base, adapter_dirs, reference):
+    # More concurrent requests than the event loop's default executor has threads: in this
+    # composition the registry answers from the same loop, so the inference service must not
+    # fill that executor with calls waiting for the registry (that deadlocked once).
+    push_adapter(client, adapter_dirs["one"], "fresh", base)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: chat(client, adapter="fresh")[0], range(16)))
+    assert set(answers) == {reference(QUESTION, "one")}
+
+
+def test_serving_contract_stop_words_and_generation_defaults(
+    client, base, adapters, adapter_dirs, reference
+):
+    full = reference(QUESTION, "one")
+    word = full[4:10]
+    push_adapter(
+        client,
+        adapter_dirs["one"],
+        "contracted",
+        base,
+        contract={
+            "stop_words": [word],
+            "generation_config_json": '{"do_sample": false, "max_new_tokens": 24}',
+        },
+    )
+    # Unset sampling takes the contract's generation defaults (greedy, 24 tokens); the
+    # contract's stop word ends the answer with STOP (not STOP_WORD: the request named none).
+    responses = list(client.inference.chat("tiny", QUESTION, adapter="contracted"))
+    text = "".join(r.delta.text for r in responses[:-1])
+    assert text == full[: full.index(word)]
+    assert responses[-1].finish.reason == pb.FINISH_REASON_STOP
+    # The same weights without that contract answer in full.
+    assert chat(client, adapter="ad-one")[0] == full

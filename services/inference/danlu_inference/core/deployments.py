@@ -21,9 +21,12 @@ The pieces a request goes through, in order:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -173,6 +176,7 @@ class Deployments:
         default_engine: str = "transformers",
         max_queue: int = 64,
         max_loras: int = 4,
+        offload_threads: int = 16,
     ):
         self.repo = repo
         self.source = source
@@ -186,6 +190,17 @@ class Deployments:
         self._deleting: set[tuple[str, str]] = set()
         # Adapter revisions seen, by digest (their contracts never change for a digest).
         self._adapter_infos: dict[str, ArtifactInfo] = {}
+        self._pool = ThreadPoolExecutor(max_workers=offload_threads, thread_name_prefix="offload")
+
+    async def _offload(self, fn, *args):
+        """Run a blocking call to the registry (resolve, download) or an engine load in this
+        core's own threads. In `danlu up` the registry answers from this same event loop and
+        its handlers use the loop's default executor: if these calls filled that executor,
+        every thread would wait for a registry handler that needs one (a deadlock seen with
+        12 concurrent streams on a fresh adapter)."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # the forwarded token travels with the call
+        return await loop.run_in_executor(self._pool, functools.partial(context.run, fn, *args))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -262,7 +277,7 @@ class Deployments:
         deployment_id = inp.deployment_id or ""
         if deployment_id:
             check_id(deployment_id, "deployment_id")
-        info = await asyncio.to_thread(self.source.get, inp.model)
+        info = await self._offload(self.source.get, inp.model)
         if info.kind == "adapter":
             raise FailedPrecondition(
                 f"{inp.model} is an adapter: deploy its base model and name the adapter per "
@@ -305,7 +320,7 @@ class Deployments:
                 info, path = await self._fetch_current(info)
             self.cache.pin(info.digest)
             factory = self.factories[record.engine]
-            engine = await asyncio.to_thread(factory.load, path, options)
+            engine = await self._offload(factory.load, path, options)
             if options.max_model_len == 0 or options.max_model_len > engine.max_model_len:
                 options = EngineOptions(**{**vars(options), "max_model_len": engine.max_model_len})
             updated = None
@@ -360,9 +375,9 @@ class Deployments:
         """Fetch ``info``'s revision, or the current one when it was replaced since."""
         for _attempt in range(3):
             try:
-                return info, await asyncio.to_thread(self.cache.fetch, info)
+                return info, await self._offload(self.cache.fetch, info)
             except (Aborted, NotFound):
-                current = await asyncio.to_thread(self.source.get, info.name)
+                current = await self._offload(self.source.get, info.name)
                 if current.digest == info.digest:
                     raise
                 info = current
@@ -426,6 +441,7 @@ class Deployments:
             task.cancel()
         for key in list(self._runtimes):
             await self._close_runtime(self._runtimes.pop(key))
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- adapters -------------------------------------------------------------------------
 
@@ -451,7 +467,7 @@ class Deployments:
         return self._ready(project, deployment_id, view.record)
 
     async def _resolve_adapter(self, rt: Runtime, name: str, field_name: str) -> ArtifactInfo:
-        info = await asyncio.to_thread(self.source.get, name)
+        info = await self._offload(self.source.get, name)
         check_adapter(
             info,
             deployment_model=rt.model.name,
@@ -640,7 +656,7 @@ class Deployments:
         if deployment_id:
             return deployment_id, ""
         # An adapter addressed by its registry name: served by a deployment of its base.
-        info = await asyncio.to_thread(self.source.get, f"projects/{project}/models/{base}")
+        info = await self._offload(self.source.get, f"projects/{project}/models/{base}")
         if info.kind == "adapter":
             for rt in self._ready_runtimes(project):
                 digest = info.contract.base_model_digest

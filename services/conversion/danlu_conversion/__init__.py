@@ -1,0 +1,1 @@
+"""danlu conversion: training checkpoints -> Hugging Face artifacts, adapters -> merged models."""
