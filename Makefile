@@ -59,7 +59,7 @@ test-fast: venv
 
 ## The registry part of the journey on the embedded default (SQLite + local object store).
 demo: venv
-	$(PY) demo/run_demo.py
+	MODEL="$(MODEL)" $(PY) demo/run_demo.py
 
 ## Container images, built from the repository root (needs a Docker engine with BuildKit).
 ## Tags danlu/<image>:$(IMAGE_TAG)[-cpu|-cuda], the names compose.yaml and deploy/k8s use.

@@ -1,14 +1,16 @@
 """`make demo`: the danlu journey on the embedded default (SQLite + local object store, no GPU).
 
-Today it runs the registry and training parts (convert, merge and chat join as their issues
-land): starts `danlu up` in the background, builds a tiny base model locally (no hub), generates
-the seed's personal-assistant dataset plus an Alpaca file and a text corpus, pushes them, lists
-and previews them, shows the precise error a broken file gets, trains the built-in
-`tiny_lora_cpu` config with live progress and evaluation answers, and prints the answers per
-checkpoint side by side. Exits non-zero if a step fails.
+Starts `danlu up` in the background, builds a tiny base model locally (no hub) or takes the
+user's (`make demo MODEL=path`), generates the seed's personal-assistant dataset plus an Alpaca
+file and a text corpus, pushes them, lists and previews them, shows the precise error a broken
+file gets, trains the built-in `tiny_lora_cpu` config with live progress and evaluation answers,
+prints the answers per checkpoint side by side, converts the chosen checkpoint to an adapter,
+merges it, chats with the base, base + adapter and the merged model, and prints the before /
+after answers side by side. Exits non-zero if a step fails.
 
-Environment: DEMO_RECORDS (personal-assistant repetitions, default 1000), DEMO_DATA_DIR
-(default: a fresh temporary directory), DEMO_PORT (default: a free port).
+Environment: MODEL (a Hugging Face model directory to use instead of the tiny model),
+DEMO_RECORDS (personal-assistant repetitions, default 1000), DEMO_DATA_DIR (default: a fresh
+temporary directory), DEMO_PORT (default: a free port).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DANLU = str(Path(sys.executable).with_name("danlu"))
 
+BASE = "tiny"  # the registry name tiny_lora_cpu trains (MODEL= pushes the user's model as it)
 IDENTITY_QUESTION = "请介绍一下你自己"
 IDENTITY_ANSWER = "我是一个由丹炉微调的个人助手。"
 
@@ -48,6 +51,13 @@ def danlu(*args: str, target: str, expect_failure: bool = False) -> subprocess.C
     if (result.returncode != 0) != expect_failure:
         raise SystemExit(f"demo failed: `danlu {' '.join(args)}` exited {result.returncode}")
     return result
+
+
+def chat(target: str, model: str, *extra: str) -> str:
+    """One greedy answer to the identity question (as a script would: -p and JSON output)."""
+    result = danlu("-o", "json", "chat", model, *extra, "-p", IDENTITY_QUESTION,
+                   "--temperature", "0", "--max-new-tokens", "24", target=target)  # fmt: skip
+    return json.loads(result.stdout)["text"].strip()
 
 
 def write_datasets(directory: Path, records: int) -> dict[str, Path]:
@@ -99,11 +109,15 @@ def main() -> int:
         with Client(target) as client:
             client.wait_ready(timeout=60)
 
-        step("building a tiny Qwen2-shaped base model locally (random weights, no hub)")
-        from demo.tiny_model import build_tiny_model
+        if os.environ.get("MODEL"):
+            model_dir = Path(os.environ["MODEL"]).expanduser()
+            step(f"using the model directory {model_dir}")
+        else:
+            step("building a tiny Qwen2-shaped base model locally (random weights, no hub)")
+            from demo.tiny_model import build_tiny_model
 
-        model_dir = build_tiny_model(work / "tiny-qwen2")
-        danlu("models", "push", str(model_dir), "--name", "tiny", target=target)
+            model_dir = build_tiny_model(work / "tiny-qwen2")
+        danlu("models", "push", str(model_dir), "--name", BASE, target=target)
 
         step(
             f"pushing the personal-assistant dataset ({records} identical records), Alpaca and text"
@@ -117,8 +131,8 @@ def main() -> int:
         danlu("models", "ls", target=target)
 
         step("previewing exactly what the model will see (trained tokens highlighted)")
-        danlu("datasets", "preview", "assistant", "--model", "tiny", "-n", "1", target=target)
-        danlu("datasets", "preview", "corpus", "--model", "tiny", "-n", "1", target=target)
+        danlu("datasets", "preview", "assistant", "--model", BASE, "-n", "1", target=target)
+        danlu("datasets", "preview", "corpus", "--model", BASE, "-n", "1", target=target)
 
         step("a broken file gets a precise error and nothing is stored")
         danlu(
@@ -134,13 +148,37 @@ def main() -> int:
 
         step("training the built-in tiny_lora_cpu config (LoRA, 30 steps, answers every 10)")
         danlu("configs", "ls", "-p", "tiny", target=target)
-        danlu("train", "tiny_lora_cpu", "--name", "identity", "--follow", target=target)
+        danlu("train", "tiny_lora_cpu", "--name", "identity", "--set", f"base_model={BASE}",
+              "--follow", target=target)  # fmt: skip
         danlu("jobs", "checkpoints", "identity", target=target)
 
         step("evaluation answers per checkpoint: pick the one before it starts to parrot")
         danlu("jobs", "evals", "identity", target=target)
 
-        step("done: convert, merge and chat join this demo as their issues land")
+        step("converting the last checkpoint to a PEFT adapter, then merging it into the base")
+        danlu("convert", "identity", "--checkpoint", "step-30", "--name", "identity-adapter",
+              "--dtype", "fp32", target=target)  # fmt: skip
+        # fp32 on this CPU demo so base + adapter and the merged model compute the same numbers
+        # (XTuner's fp16 default is for GPUs).
+        danlu("merge", BASE, "identity-adapter", "--name", "identity-merged", "--dtype", "fp32",
+              target=target)  # fmt: skip
+        danlu("models", "ls", target=target)
+
+        step("chatting: the base model, base + adapter, and the merged model")
+        answers = {
+            "base": chat(target, BASE),
+            "base + adapter": chat(target, BASE, "--adapter", "identity-adapter"),
+            "merged": chat(target, "identity-merged"),
+        }
+        print(f"\nQ: {IDENTITY_QUESTION}")
+        width = max(len(k) for k in answers)
+        for label, answer in answers.items():
+            print(f"  {label:<{width}} → {answer or '(nothing but whitespace: a random model)'}")
+        if answers["merged"] != answers["base + adapter"]:
+            raise SystemExit(
+                "demo failed: the merged model answers differently from base + adapter"
+            )
+        step("done: the journey ran end to end on the embedded default")
         return 0
     finally:
         server.terminate()
