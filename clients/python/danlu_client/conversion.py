@@ -20,6 +20,7 @@ from danlu.conversion.v1 import conversion_job_pb2 as cj
 from danlu.conversion.v1 import conversion_service_pb2 as pb
 from danlu.conversion.v1 import conversion_service_pb2_grpc
 from danlu_client.errors import InvalidArgumentError, from_rpc_error
+from danlu_client.streams import resumable_events
 
 ConversionJob = cj.ConversionJob
 ConversionEvent = cj.ConversionEvent
@@ -28,7 +29,6 @@ DEVICES = {"auto": cj.MERGE_DEVICE_AUTO, "cpu": cj.MERGE_DEVICE_CPU, "cuda": cj.
 TERMINAL_STATES = frozenset(
     {common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED}
 )
-RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -193,28 +193,17 @@ class ConversionClient:
         self, job: str, after_sequence: int = 0, follow: bool = True
     ) -> Iterator[ConversionEvent]:
         """Stream a job's events; reconnects from the last sequence on UNAVAILABLE."""
-        name, last, failures = self.job_name(job), after_sequence, 0
-        while True:
-            call = self._stub.WatchConversionJob(
-                pb.WatchConversionJobRequest(name=name, after_sequence=last, follow=follow)
-            )
-            try:
-                for event in call:
-                    failures = 0
-                    if event.sequence <= last:
-                        continue
-                    last = event.sequence
-                    yield event
-                return
-            except grpc.RpcError as err:
-                if err.code() not in RECONNECT_CODES or failures >= self.reconnect_attempts:
-                    raise from_rpc_error(err) from None
-            finally:
-                call.cancel()
-            failures += 1
-            self._sleep(
-                min(self.reconnect_max_backoff, self.reconnect_backoff * 2 ** (failures - 1))
-            )
+        name, last = self.job_name(job), after_sequence
+        yield from resumable_events(
+            lambda after: self._stub.WatchConversionJob(
+                pb.WatchConversionJobRequest(name=name, after_sequence=after, follow=follow)
+            ),
+            last,
+            attempts=self.reconnect_attempts,
+            backoff=self.reconnect_backoff,
+            max_backoff=self.reconnect_max_backoff,
+            sleep=self._sleep,
+        )
 
     def wait(
         self, job: str, on_event: Callable[[ConversionEvent], None] | None = None

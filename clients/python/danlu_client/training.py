@@ -41,6 +41,7 @@ from danlu.training.v1 import (
 )
 from danlu.training.v1 import training_service_pb2 as pb
 from danlu_client.errors import FieldViolation, InvalidArgumentError, from_rpc_error
+from danlu_client.streams import resumable_events
 
 TrainingJobSpec = training_job_pb2.TrainingJobSpec
 TrainingJob = training_job_pb2.TrainingJob
@@ -57,7 +58,6 @@ TERMINAL_STATES = frozenset(
     }
 )
 # Codes on which `watch` reconnects: the service restarted or the network dropped.
-RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 
 def _mapped(fn):
@@ -761,30 +761,19 @@ class TrainingClient:
         ``reconnect_backoff`` to ``reconnect_max_backoff`` seconds) it raises UnavailableError."""
         name = self.job_name(job)
         types = self._event_types(event_types)
-        last, failures = after_sequence, 0
-        while True:
-            call = self._stub.WatchTrainingJob(
+        last = after_sequence
+        yield from resumable_events(
+            lambda after: self._stub.WatchTrainingJob(
                 pb.WatchTrainingJobRequest(
-                    name=name, after_sequence=last, follow=follow, event_types=types
+                    name=name, after_sequence=after, follow=follow, event_types=types
                 )
-            )
-            try:
-                for event in call:
-                    failures = 0
-                    if event.sequence <= last:
-                        continue
-                    last = event.sequence
-                    yield event
-                return
-            except grpc.RpcError as err:
-                if err.code() not in RECONNECT_CODES or failures >= self.reconnect_attempts:
-                    raise from_rpc_error(err) from None
-            finally:
-                call.cancel()
-            failures += 1
-            self._sleep(
-                min(self.reconnect_max_backoff, self.reconnect_backoff * 2 ** (failures - 1))
-            )
+            ),
+            last,
+            attempts=self.reconnect_attempts,
+            backoff=self.reconnect_backoff,
+            max_backoff=self.reconnect_max_backoff,
+            sleep=self._sleep,
+        )
 
     def list_events(
         self, job: str, *, event_types: Iterable[str | int] = (), page_size: int = 0
