@@ -15,6 +15,7 @@ from danlu_kit import pagination
 from danlu_kit.errors import FieldViolation, InvalidArgument
 from danlu_kit.names import PROJECT, NamePattern
 from danlu_kit.request_context import parse_visible
+from danlu_kit.threads import OffloadPool
 from danlu_training import protos
 from danlu_training.core import configs
 from danlu_training.core.jobs import Jobs, NewJob
@@ -37,6 +38,8 @@ def _step(checkpoint_id: str) -> int:
 class TrainingServicer(pb_grpc.TrainingServiceServicer):
     def __init__(self, jobs: Jobs):
         self.jobs = jobs
+        # Create and delete call the registry: they run in threads of their own (OffloadPool).
+        self.registry_calls = OffloadPool(4, "training-registry")
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -57,7 +60,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             request_id=request.request_id,
             validate_only=request.validate_only,
         )
-        return protos.training_job(await asyncio.to_thread(self.jobs.create, new))
+        return protos.training_job(await self.registry_calls.run(self.jobs.create, new))
 
     async def GetTrainingJob(self, request, context):
         v = parse_visible(JOB, request.name)
@@ -87,7 +90,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     async def DeleteTrainingJob(self, request, context):
         v = parse_visible(JOB, request.name)
-        await asyncio.to_thread(self.jobs.delete, v["project"], v["job"])
+        await self.registry_calls.run(self.jobs.delete, v["project"], v["job"])
         return empty_pb2.Empty()
 
     # -- events ---------------------------------------------------------------------------

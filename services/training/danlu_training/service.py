@@ -57,6 +57,7 @@ class TrainingComponent:
 
     async def close(self) -> None:
         await self.scheduler.stop()
+        self.servicer.registry_calls.shutdown()
         self.catalog.close()
         self.repository.engine.dispose()
 

@@ -21,12 +21,9 @@ The pieces a request goes through, in order:
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,6 +72,7 @@ from danlu_kit.errors import (
     ResourceExhausted,
 )
 from danlu_kit.names import check_id
+from danlu_kit.threads import OffloadPool
 
 log = logging.getLogger(__name__)
 
@@ -190,17 +188,11 @@ class Deployments:
         self._deleting: set[tuple[str, str]] = set()
         # Adapter revisions seen, by digest (their contracts never change for a digest).
         self._adapter_infos: dict[str, ArtifactInfo] = {}
-        self._pool = ThreadPoolExecutor(max_workers=offload_threads, thread_name_prefix="offload")
+        # Registry calls and engine loads run in this core's own threads (see OffloadPool).
+        self._pool = OffloadPool(offload_threads, "offload")
 
     async def _offload(self, fn, *args):
-        """Run a blocking call to the registry (resolve, download) or an engine load in this
-        core's own threads. In `danlu up` the registry answers from this same event loop and
-        its handlers use the loop's default executor: if these calls filled that executor,
-        every thread would wait for a registry handler that needs one (a deadlock seen with
-        12 concurrent streams on a fresh adapter)."""
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()  # the forwarded token travels with the call
-        return await loop.run_in_executor(self._pool, functools.partial(context.run, fn, *args))
+        return await self._pool.run(fn, *args)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -441,7 +433,7 @@ class Deployments:
             task.cancel()
         for key in list(self._runtimes):
             await self._close_runtime(self._runtimes.pop(key))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     # -- adapters -------------------------------------------------------------------------
 
