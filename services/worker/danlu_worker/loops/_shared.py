@@ -429,3 +429,24 @@ def train_steps(
             losses.clear()
         if checkpoint_due or answers_due:
             meter.restart_clock()
+
+
+def make_engine(
+    run: RunContext, setup: Setup, model, ds_config: dict | None, *, exclude_frozen: bool
+) -> Engine:
+    """AdamW, the LR schedule and what steps them: DeepSpeed when the spec asks for a ZeRO
+    stage, plain PyTorch otherwise (``exclude_frozen``: only trainable weights, as for LoRA)."""
+    from danlu_worker.engine import DeepSpeedEngine, TorchEngine
+
+    if ds_config is not None:
+        return DeepSpeedEngine(
+            model,
+            run.cfg,
+            setup.numerics,
+            total_steps=setup.total_steps,
+            ds_config=ds_config,
+            exclude_frozen=exclude_frozen,
+        )
+    return TorchEngine(
+        model, run.cfg, setup.numerics, total_steps=setup.total_steps, dist_env=run.dist
+    )

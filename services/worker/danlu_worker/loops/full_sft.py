@@ -23,13 +23,12 @@ from danlu_worker.checkpoints import load_rng_state
 from danlu_worker.deepspeed_config import deepspeed_config
 from danlu_worker.engine import (
     DeepSpeedEngine,
-    Engine,
-    TorchEngine,
     hf_deepspeed_config,
 )
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
+    make_engine,
     resume_position,
     setup_run,
     train_steps,
@@ -75,18 +74,7 @@ def train(run: RunContext) -> None:
     )
 
     # 4. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).
-    engine: Engine
-    if ds_config is not None:
-        engine = DeepSpeedEngine(
-            model,
-            cfg,
-            numerics,
-            total_steps=setup.total_steps,
-            ds_config=ds_config,
-            exclude_frozen=False,
-        )
-    else:
-        engine = TorchEngine(model, cfg, numerics, total_steps=setup.total_steps, dist_env=run.dist)
+    engine = make_engine(run, setup, model, ds_config, exclude_frozen=False)
 
     # 5. Resume: optimizer, schedule (and, under DeepSpeed, weights), data position, RNG.
     step, position = resume_position(run, setup)

@@ -19,14 +19,12 @@ from pathlib import Path
 from danlu_worker.checkpoints import load_rng_state
 from danlu_worker.deepspeed_config import deepspeed_config
 from danlu_worker.engine import (
-    DeepSpeedEngine,
-    Engine,
-    TorchEngine,
     hf_deepspeed_config,
 )
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
+    make_engine,
     resume_position,
     setup_run,
     train_steps,
@@ -103,18 +101,7 @@ def train(run: RunContext) -> None:
     )
 
     # 5. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).
-    engine: Engine
-    if ds_config is not None:
-        engine = DeepSpeedEngine(
-            model,
-            cfg,
-            numerics,
-            total_steps=setup.total_steps,
-            ds_config=ds_config,
-            exclude_frozen=True,
-        )
-    else:
-        engine = TorchEngine(model, cfg, numerics, total_steps=setup.total_steps, dist_env=run.dist)
+    engine = make_engine(run, setup, model, ds_config, exclude_frozen=True)
 
     # 6. Resume: adapter, optimizer, schedule, data position and random streams.
     step, position = resume_position(run, setup)
