@@ -169,9 +169,13 @@ class Jobs:
             job.update_time.CopyFrom(_now())
             return [_state_event(previous, job.state, "cancel requested")]
 
-        with self._lock:
-            self._cancel.add((project, job_id))
-        return self.repo.update(project, job_id, change)
+        # Record CANCELLING before the running thread may see the flag: otherwise it can end
+        # the job (RUNNING -> CANCELLED) first and the CANCELLING step is lost.
+        job = self.repo.update(project, job_id, change)
+        if job.state == S.JOB_STATE_CANCELLING:
+            with self._lock:
+                self._cancel.add((project, job_id))
+        return job
 
     def delete(self, project: str, job_id: str) -> None:
         job = self.repo.get(project, job_id)
