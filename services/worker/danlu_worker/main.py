@@ -70,6 +70,7 @@ def work(settings: WorkerSettings, *, store: ObjectStore | None = None) -> int:
                 reporter=reporter,
                 cache_dir=settings.cache_dir,
                 attempt=settings.attempt,
+                kernels=settings.kernels,
                 dist=dist,
             )
         except (StaleAttemptError, ControlPlaneUnreachable) as exc:

@@ -178,6 +178,35 @@ def quantization_config(quant: QuantSettings, numerics: Numerics) -> Any:
     )
 
 
+def prepare_quantized(
+    model: PreTrainedModel,
+    numerics: Numerics,
+    *,
+    gradient_checkpointing: bool,
+    gradient_checkpointing_kwargs: dict[str, Any],
+) -> PreTrainedModel:
+    """A 4-bit base ready for adapters. peft's ``prepare_model_for_kbit_training`` also
+    upcasts every 16-bit weight (norms, embeddings, the head) to FP32, which FP16 needs for
+    stability but which makes a BF16 run compute its 152k-wide head in FP32 on every token:
+    in BF16 only the freezing and checkpointing parts are done."""
+    if numerics.precision != "bf16":
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs,
+        )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs
+        )
+        model.enable_input_require_grads()  # checkpointed blocks need an input that has grad
+    return model
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(all, trainable) parameter counts; 4-bit weights count as their logical size and
     ZeRO-3 partitioned parameters by their full shape."""

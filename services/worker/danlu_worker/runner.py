@@ -41,8 +41,10 @@ def run_assignment(
     attempt: int = 1,
     dist: DistributedEnv | None = None,
     checkpoint_retry: RetryPolicy = RetryPolicy(),
+    kernels: str = "auto",
 ) -> None:
-    """Train what ``assignment`` says; return once the final checkpoint is committed."""
+    """Train what ``assignment`` says; return once the final checkpoint is committed.
+    ``kernels``: the fused-kernel mode (``danlu_worker.kernels``)."""
     dist = dist or distributed_env()
     cache_dir = Path(cache_dir)
     cfg = run_config(assignment.spec, world_size=dist.world_size)
@@ -95,6 +97,7 @@ def run_assignment(
         resume_dir=resume_dir,
         resume_manifest=resume_manifest,
         checkpoint_retry=checkpoint_retry,
+        kernels=kernels,
     )
     run.log(
         f"attempt {attempt}: {cfg.method} on {assignment.base_model.model} "

@@ -14,6 +14,8 @@ The launcher starts each attempt with these variables (``DANLU_WORKER_*``):
                                    (default ``~/.cache/danlu-worker``)
 ``RPC_RETRY_SECONDS``              how long control-plane calls are retried while the training
                                    service is unreachable (default 900)
+``KERNELS``                        fused training kernels: ``auto`` (default), ``liger``,
+                                   ``compile`` or ``none`` (see ``danlu_worker.kernels``)
 =================================  =========================================================
 
 torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` are read
@@ -32,6 +34,7 @@ from danlu_kit.errors import FieldViolation, InvalidArgument
 from danlu_kit.settings import Env
 
 DEFAULT_CACHE_DIR = Path("~/.cache/danlu-worker").expanduser()
+KERNEL_MODES = ("auto", "liger", "compile", "none")  # see danlu_worker.kernels
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class WorkerSettings:
     s3_secret_key: str | None = field(default=None, repr=False)
     cache_dir: Path = DEFAULT_CACHE_DIR
     rpc_retry_seconds: float = 900.0
+    kernels: str = "auto"
     distributed: DistributedEnv = DistributedEnv()
 
     @classmethod
@@ -83,6 +87,12 @@ class WorkerSettings:
                 "WORKER_SETTINGS_INVALID",
                 [FieldViolation(env.var("ATTEMPT"), "must be a positive integer")],
             )
+        kernels = (env.str("KERNELS") or "auto").lower()
+        if kernels not in KERNEL_MODES:
+            raise InvalidArgument.from_violations(
+                "WORKER_SETTINGS_INVALID",
+                [FieldViolation(env.var("KERNELS"), f"must be one of {', '.join(KERNEL_MODES)}")],
+            )
         return cls(
             control_target=env.str("CONTROL_TARGET") or "",
             training_job=env.str("JOB") or "",
@@ -93,6 +103,7 @@ class WorkerSettings:
             s3_secret_key=env.str("S3_SECRET_KEY"),
             cache_dir=env.path("CACHE_DIR", DEFAULT_CACHE_DIR),
             rpc_retry_seconds=float(env.int("RPC_RETRY_SECONDS", 900)),
+            kernels=kernels,
             distributed=distributed_env(environ),
         )
 

@@ -3,6 +3,7 @@
 - :class:`RunContext`: what the runner hands a loop (assignment, effective config, store,
   reporter, local directories, resume point).
 - :func:`setup_run`: seed, device/precision, process group, tokenizer + chat template, data.
+- :func:`fuse_kernels`: the run's fused kernels, patched into the loaded model.
 - :func:`step_batches`: the micro-batches of one optimizer step and their loss-token count.
 - :func:`evaluate`: evaluation prompts and validation loss at a step.
 - :class:`CheckpointPublisher`: write a checkpoint locally (weights by the loop, state by the
@@ -50,6 +51,7 @@ from danlu_worker.engine import (
     init_distributed,
 )
 from danlu_worker.evaluation import answer_prompts, validation_loss
+from danlu_worker.kernels import KernelPlan, eager, patch_model, plan_kernels
 from danlu_worker.metrics import ThroughputMeter
 from danlu_worker.modeling import Numerics, load_tokenizer, resolve_numerics
 from danlu_worker.settings import DistributedEnv
@@ -75,6 +77,7 @@ class RunContext:
     resume_dir: Path | None = None  # the downloaded checkpoint to resume from
     resume_manifest: Manifest | None = None
     checkpoint_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    kernels: str = "auto"  # see danlu_worker.kernels
 
     @property
     def job_name(self) -> str:
@@ -143,6 +146,19 @@ def setup_run(run: RunContext) -> Setup:
         numerics=numerics,
         total_steps=total_steps,
     )
+
+
+def fuse_kernels(run: RunContext, setup: Setup, model: Any, *, zero3: bool) -> KernelPlan:
+    """Plan the run's fused kernels and patch Liger's into the loaded model (compiling waits
+    until the adapters are in: :func:`danlu_worker.kernels.compile_model`)."""
+    plan = plan_kernels(
+        run.kernels,
+        model_type=model.config.model_type,
+        device=setup.numerics.device,
+        zero3=zero3,
+    )
+    patch_model(model, plan)
+    return plan
 
 
 def seed_everything(seed: int) -> None:
@@ -402,15 +418,16 @@ def train_steps(
         answers, validation = [], None
         if checkpoint_due or answers_due:
             raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
-            answers, validation = evaluate(
-                run,
-                setup,
-                engine.module,
-                step=step,
-                answers_due=answers_due,
-                validation_due=checkpoint_due,
-                zero3=zero3,
-            )
+            with eager():  # compiled layers would recompile at every generated length
+                answers, validation = evaluate(
+                    run,
+                    setup,
+                    engine.module,
+                    step=step,
+                    answers_due=answers_due,
+                    validation_due=checkpoint_due,
+                    zero3=zero3,
+                )
             if validation is not None:
                 metrics.validation_loss = validation
         if is_main and (step % metrics_every == 0 or checkpoint_due or last):

@@ -1,11 +1,13 @@
 """Full fine-tuning (SFT or continued pre-training): every weight is trained.
 
-Without DeepSpeed the weights stay in FP32 and the matmuls run under BF16/FP16 autocast (true
-mixed precision; memory-hungry, so large models use a ZeRO stage). With DeepSpeed the module
-is 16-bit and ZeRO keeps the FP32 master weights and optimizer states sharded (ZeRO-3 also
-shards the weights, loaded straight into partitions). The loop:
+Without DeepSpeed, in BF16 the model computes in BF16 and the engine updates FP32 master
+copies of every weight (``engine.MasterWeights``: mixed precision without autocast's casts);
+in FP16 the weights stay FP32 under autocast; on CPU everything is FP32. With DeepSpeed the
+module is 16-bit and ZeRO keeps the FP32 master weights and optimizer states sharded (ZeRO-3
+also shards the weights, loaded straight into partitions). Fused kernels
+(``danlu_worker.kernels``) are patched in after loading. The loop:
 
-    setup -> DeepSpeed config -> model -> engine -> resume
+    setup -> DeepSpeed config -> model (+ kernels) -> engine -> resume
     -> for each optimizer step: micro-batches (forward, backward) -> update -> metrics
        -> every N steps: evaluation answers, validation loss, checkpoint
 
@@ -25,9 +27,11 @@ from danlu_worker.engine import (
     DeepSpeedEngine,
     hf_deepspeed_config,
 )
+from danlu_worker.kernels import compile_model
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
+    fuse_kernels,
     make_engine,
     resume_position,
     setup_run,
@@ -55,22 +59,27 @@ def train(run: RunContext) -> None:
     zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
     keep_alive = hf_deepspeed_config(ds_config) if zero3 else None  # noqa: F841
 
-    # 3. The model: FP32 master weights without DeepSpeed (autocast does the 16-bit math),
-    #    16-bit under DeepSpeed (which keeps FP32 masters in the optimizer). Resuming without
-    #    DeepSpeed loads the checkpoint's weights instead of the base's.
+    # 3. The model: 16-bit under DeepSpeed and in BF16 (FP32 masters live in the optimizer
+    #    or the engine), FP32 under FP16 autocast and on CPU. Resuming without DeepSpeed
+    #    loads the checkpoint's weights instead of the base's.
     resume_weights = run.resume_dir if (run.resume_dir and ds_config is None) else None
+    sixteen_bit = ds_config is not None or numerics.precision == "bf16"
     model = load_causal_lm(
         resume_weights or run.model_dir,
         numerics,
-        dtype=numerics.compute_dtype if ds_config is not None else torch.float32,
+        dtype=numerics.compute_dtype if sixteen_bit else torch.float32,
         on_device=ds_config is None,
     )
+    kernels = fuse_kernels(run, setup, model, zero3=zero3)
+    compile_model(model, kernels)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     total_params, _ = count_parameters(model)
     run.log(
         f"full fine-tuning of {total_params:,} parameters; {numerics.precision} on "
-        f"{numerics.device}" + (f"; DeepSpeed ZeRO-{cfg.deepspeed.stage}" if cfg.deepspeed else "")
+        f"{numerics.device}"
+        + (f"; DeepSpeed ZeRO-{cfg.deepspeed.stage}" if cfg.deepspeed else "")
+        + f"; {kernels.describe()}"
     )
 
     # 4. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).

@@ -1,11 +1,14 @@
 """LoRA and QLoRA training (SFT or continued pre-training) with peft.
 
 The base model stays frozen: in 16 bits on a GPU (FP32 on CPU), or in 4 bits for QLoRA
-(bitsandbytes NF4/FP4, optional double quantisation, prepared with peft's
-``prepare_model_for_kbit_training``). peft adds the adapters, kept in FP32 (peft upcasts
-adapter weights) while the matmuls run in the training precision. The loop:
+(bitsandbytes NF4/FP4, optional double quantisation). peft adds the adapters. In BF16 the
+whole model computes in BF16, adapters included, and the engine keeps FP32 master copies of
+the adapters (``engine.MasterWeights``): no autocast, no FP32 LoRA matmuls, no FP32 norms or
+head for QLoRA, yet updates accumulate in FP32. In FP16 the adapters stay FP32 under
+autocast; on CPU everything is FP32. Fused kernels (``danlu_worker.kernels``) are patched
+into the base before the adapters are added and compiled after. The loop:
 
-    setup -> DeepSpeed config -> base model -> adapters -> engine -> resume
+    setup -> DeepSpeed config -> base model (+ kernels) -> adapters -> engine -> resume
     -> for each optimizer step: micro-batches (forward, backward) -> update -> metrics
        -> every N steps: evaluation answers, validation loss, checkpoint
 
@@ -16,31 +19,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from danlu_worker.checkpoints import load_rng_state
 from danlu_worker.deepspeed_config import deepspeed_config
 from danlu_worker.engine import (
     hf_deepspeed_config,
 )
+from danlu_worker.kernels import compile_model
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
+    fuse_kernels,
     make_engine,
     resume_position,
     setup_run,
     train_steps,
 )
-from danlu_worker.modeling import count_parameters, load_causal_lm
+from danlu_worker.modeling import count_parameters, load_causal_lm, prepare_quantized
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def train(run: RunContext) -> None:
-    from peft import (
-        LoraConfig,
-        get_peft_model,
-        prepare_model_for_kbit_training,
-        set_peft_model_state_dict,
-    )
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     cfg = run.cfg
@@ -69,11 +71,13 @@ def train(run: RunContext) -> None:
         quant=cfg.quant,
         on_device=ds_config is None,
     )
+    kernels = fuse_kernels(run, setup, model, zero3=zero3)
     checkpointing = {"use_reentrant": False}
     if cfg.quant is not None:
-        model = prepare_model_for_kbit_training(
+        model = prepare_quantized(
             model,
-            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            numerics,
+            gradient_checkpointing=cfg.gradient_checkpointing,
             gradient_checkpointing_kwargs=checkpointing,
         )
     elif cfg.gradient_checkpointing:
@@ -92,12 +96,18 @@ def train(run: RunContext) -> None:
             task_type="CAUSAL_LM",
         ),
     )
+    if numerics.precision == "bf16":
+        for p in model.parameters():
+            if p.requires_grad:  # peft made them FP32; the engine keeps FP32 masters
+                p.data = p.data.to(torch.bfloat16)
+    compile_model(model, kernels)
     total_params, trainable_params = count_parameters(model)
     run.log(
         f"{cfg.method}: r={lora.r} alpha={lora.alpha} dropout={lora.dropout} "
         f"targets={','.join(targets)}; {trainable_params:,} of {total_params:,} parameters "
         f"trainable; {numerics.precision} on {numerics.device}"
         + (f"; DeepSpeed ZeRO-{cfg.deepspeed.stage}" if cfg.deepspeed else "")
+        + f"; {kernels.describe()}"
     )
 
     # 5. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).

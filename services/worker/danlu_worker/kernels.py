@@ -1,0 +1,140 @@
+"""Fused GPU kernels for training: which ones a run uses, and patching them in.
+
+The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
+
+``liger``    Liger kernels (Triton): RMSNorm, SwiGLU and rotary embeddings, plus the fused
+             linear + cross-entropy that computes the loss chunk by chunk so the
+             ``tokens x vocabulary`` FP32 logits tensor never exists (9 GiB at micro-batch 8,
+             2,048 tokens and a 152k vocabulary).
+``compile``  ``torch.compile`` of each decoder layer (inductor fuses the norms, activations,
+             casts and LoRA's scale-and-add), plus Liger's fused linear + cross-entropy.
+``none``     the model as transformers builds it.
+``auto``     (default) ``liger`` on a CUDA GPU where liger-kernel is installed and knows the
+             model type; ``none`` elsewhere (CPU training, unknown architectures).
+
+None of them changes what is learned: ``tests/worker/test_kernels.py`` compares each with the
+reference model (losses and gradients within tolerance). ``benchmarks/train_throughput.py``
+measures them against each other and against Hugging Face's Trainer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from danlu_kit.errors import FailedPrecondition
+from danlu_worker.settings import KERNEL_MODES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """What a run patches into its model."""
+
+    liger_layers: bool = False  # Liger RMSNorm, SwiGLU, RoPE
+    fused_loss: bool = False  # Liger fused linear + cross-entropy
+    compile_layers: bool = False  # torch.compile per decoder layer
+
+    def describe(self) -> str:
+        parts = [
+            name
+            for on, name in (
+                (self.liger_layers, "Liger RMSNorm/SwiGLU/RoPE"),
+                (self.fused_loss, "fused linear+cross-entropy"),
+                (self.compile_layers, "compiled decoder layers"),
+            )
+            if on
+        ]
+        return ", ".join(parts) or "no fused kernels"
+
+
+def liger_supports(model_type: str) -> bool:
+    """liger-kernel is importable (it needs Triton) and patches ``model_type``."""
+    if importlib.util.find_spec("liger_kernel") is None:
+        return False
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except Exception as exc:  # Triton missing or incompatible: fall back, say why
+        log.warning("liger-kernel is installed but does not import: %s", exc)
+        return False
+    return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
+
+
+def plan_kernels(
+    mode: str, *, model_type: str, device: torch.device, zero3: bool = False
+) -> KernelPlan:
+    """The plan for ``mode`` (one of :data:`KERNEL_MODES`). An explicit ``liger`` or
+    ``compile`` that cannot apply fails before training (FAILED_PRECONDITION) rather than
+    silently running slower; ``auto`` falls back to ``none``. Under ZeRO-3 the fused loss is
+    left out: it reads the head's weight outside the head's forward, where ZeRO-3 has not
+    gathered it."""
+    if mode not in KERNEL_MODES:
+        raise FailedPrecondition(
+            message=f"unknown kernel mode {mode!r}; expected one of {', '.join(KERNEL_MODES)}",
+            reason="KERNELS_UNAVAILABLE",
+        )
+    on_gpu = device.type == "cuda"
+    liger = on_gpu and liger_supports(model_type)
+    fused_loss = liger and not zero3
+    if mode == "auto":
+        return KernelPlan(liger_layers=liger, fused_loss=fused_loss)
+    if mode == "none":
+        return KernelPlan()
+    if mode == "liger":
+        if not liger:
+            raise FailedPrecondition(
+                message=f"Liger kernels need a CUDA GPU, liger-kernel and a supported model "
+                f"type (this run: {device.type}, model type {model_type!r})",
+                reason="KERNELS_UNAVAILABLE",
+            )
+        return KernelPlan(liger_layers=True, fused_loss=fused_loss)
+    return KernelPlan(fused_loss=fused_loss, compile_layers=True)  # compile
+
+
+def patch_model(model: Any, plan: KernelPlan) -> None:
+    """Swap Liger's kernels into a loaded transformers model (before adapters are added:
+    peft then wraps the patched linear layers as usual)."""
+    if not (plan.liger_layers or plan.fused_loss):
+        return
+    from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
+
+    layers = plan.liger_layers
+    _apply_liger_kernel_to_instance(
+        model,
+        rope=layers,
+        rms_norm=layers,
+        swiglu=layers,
+        cross_entropy=False,
+        fused_linear_cross_entropy=plan.fused_loss,
+    )
+
+
+def compile_model(model: torch.nn.Module, plan: KernelPlan) -> None:
+    """Compile each decoder layer in place (after adapters are added, so LoRA's matmuls and
+    scale-and-add fuse with the layer). Regional compilation: one graph reused by every layer,
+    seconds to compile instead of minutes for the whole model. Evaluation runs eager (see
+    :func:`eager`): generation's growing key/value cache would recompile at every length."""
+    if not plan.compile_layers:
+        return
+    for layer in decoder_layers(model):
+        layer.compile()
+
+
+def eager() -> Any:
+    """Run compiled modules eagerly inside the block (evaluation answers, validation)."""
+    return torch.compiler.set_stance("force_eager")
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of a (peft-wrapped) causal LM: the largest ModuleList."""
+    lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise FailedPrecondition(
+            message="the model has no decoder layer list to compile", reason="KERNELS_UNAVAILABLE"
+        )
+    return list(max(lists, key=len))

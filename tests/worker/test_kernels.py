@@ -1,0 +1,245 @@
+"""Fast paths of the worker against their references: FP32 master weights, compiled decoder
+layers (CPU and GPU) and Liger's kernels (GPU only: Triton has no CPU backend)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from worker_helpers import base_spec, identity_records
+
+from danlu_kit.errors import FailedPrecondition, InvalidArgument
+from danlu_worker.data import IGNORE_INDEX, Batch
+from danlu_worker.engine import MasterWeights, _loss, build_optimizer
+from danlu_worker.kernels import compile_model, patch_model, plan_kernels
+from danlu_worker.reporter import RecordingReporter
+from danlu_worker.runner import run_assignment
+from danlu_worker.settings import WorkerSettings
+from danlu_worker.spec import run_config
+
+CPU = torch.device("cpu")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_liger = pytest.mark.skipif(
+    importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel is GPU-only"
+)
+
+
+# --------------------------------------------------------------------------- master weights
+
+
+def test_master_weights_update_like_fp32_adamw() -> None:
+    """BF16 parameters with FP32 masters follow FP32 AdamW exactly (same gradients)."""
+    torch.manual_seed(0)
+    reference = [torch.nn.Parameter(torch.randn(16, 8)) for _ in range(3)]
+    model = [torch.nn.Parameter(p.detach().to(torch.bfloat16)) for p in reference]
+    masters = MasterWeights(model)
+    # The masters start from the BF16 weights: give the reference the same start.
+    with torch.no_grad():
+        for r, m in zip(reference, masters.masters, strict=True):
+            r.copy_(m)
+    cfg = run_config(base_spec(learning_rate=1e-3))
+    ref_opt = build_optimizer([{"params": reference, "weight_decay": 0.0}], cfg)
+    opt = build_optimizer(masters.groups([{"params": model, "weight_decay": 0.0}]), cfg)
+    for _ in range(5):
+        grads = [torch.randn(16, 8) for _ in reference]
+        for r, p, g in zip(reference, model, grads, strict=True):
+            r.grad = g.clone()
+            p.grad = g.to(torch.bfloat16)
+        ref_opt.step()
+        masters.gradients_to_masters()
+        opt.step()
+        masters.masters_to_model()
+        assert all(p.grad is None for p in model)
+    for r, m, p in zip(reference, masters.masters, model, strict=True):
+        # gradients reached the masters through BF16: equal to rounding of the gradients
+        torch.testing.assert_close(m, r, rtol=0, atol=2e-5)
+        assert torch.equal(p, m.to(torch.bfloat16))
+
+
+def test_master_weights_keep_updates_below_bf16_resolution() -> None:
+    """Steps of 1e-3 on a weight of 1.0 are below BF16's resolution there (2^-7): pure BF16
+    would never move; the masters accumulate them until the BF16 weight changes."""
+    weight = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    masters = MasterWeights([weight])
+    opt = torch.optim.SGD(masters.groups([{"params": [weight]}]), lr=1e-3)
+    for _ in range(20):
+        weight.grad = torch.ones(4, dtype=torch.bfloat16)
+        masters.gradients_to_masters()
+        opt.step()
+        masters.masters_to_model()
+    assert masters.masters[0][0].item() == pytest.approx(0.98, abs=1e-6)
+    assert weight[0].item() < 1.0
+
+
+def test_master_weights_save_and_load_round_trip(tmp_path: Path) -> None:
+    params = [torch.nn.Parameter(torch.randn(5, dtype=torch.bfloat16)) for _ in range(2)]
+    masters = MasterWeights(params)
+    with torch.no_grad():
+        masters.masters[0].add_(1e-4)  # below BF16 resolution: only the master holds it
+    masters.save(tmp_path)
+    fresh = MasterWeights([torch.nn.Parameter(torch.zeros(5, dtype=torch.bfloat16))] * 2)
+    fresh.load(tmp_path)
+    for a, b in zip(masters.masters, fresh.masters, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(fresh.params[0], masters.masters[1].to(torch.bfloat16))
+
+
+# --------------------------------------------------------------------------- plans and settings
+
+
+def test_auto_uses_no_kernels_on_cpu() -> None:
+    plan = plan_kernels("auto", model_type="qwen2", device=CPU)
+    assert not (plan.liger_layers or plan.fused_loss or plan.compile_layers)
+    assert plan.describe() == "no fused kernels"
+
+
+def test_explicit_liger_without_a_gpu_is_refused() -> None:
+    with pytest.raises(FailedPrecondition) as err:
+        plan_kernels("liger", model_type="qwen2", device=CPU)
+    assert err.value.reason == "KERNELS_UNAVAILABLE"
+    assert "cpu" in err.value.message
+
+
+def test_unknown_kernel_setting_names_the_variable() -> None:
+    env = {
+        "DANLU_WORKER_CONTROL_TARGET": "127.0.0.1:1",
+        "DANLU_WORKER_JOB": "projects/p/trainingJobs/j",
+        "DANLU_WORKER_ATTEMPT": "1",
+        "DANLU_WORKER_TOKEN": "t",
+        "DANLU_WORKER_OBJECT_STORE_URL": "file:///tmp/x",
+        "DANLU_WORKER_KERNELS": "turbo",
+    }
+    with pytest.raises(InvalidArgument) as err:
+        WorkerSettings.from_env(env)
+    assert err.value.reason == "WORKER_SETTINGS_INVALID"
+    assert [v.field for v in err.value.violations] == ["DANLU_WORKER_KERNELS"]
+    assert WorkerSettings.from_env({**env, "DANLU_WORKER_KERNELS": "Liger"}).kernels == "liger"
+
+
+# --------------------------------------------------------------------------- model-level checks
+
+
+def _packed_batch(vocab: int, *, seed: int) -> Batch:
+    """Two rows of three packed samples each, a third of the targets ignored."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = (40, 56, 32)
+    ids = torch.randint(3, vocab, (2, sum(lengths)), generator=g)
+    positions = torch.cat([torch.arange(n) for n in lengths]).repeat(2, 1)
+    labels = torch.randint(3, vocab, (2, sum(lengths)), generator=g)
+    labels[torch.rand(labels.shape, generator=g) < 0.33] = IGNORE_INDEX
+    return Batch(
+        input_ids=ids,
+        shift_labels=labels,
+        position_ids=positions,
+        attention_mask=None,
+        num_tokens=ids.numel(),
+    )
+
+
+def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode: str):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    model.config.use_cache = False
+    plan = plan_kernels(mode, model_type=model.config.model_type, device=device)
+    patch_model(model, plan)
+    torch.manual_seed(0)
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    with torch.no_grad():  # non-zero B, so the adapters contribute and get gradients
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.02)
+            if p.requires_grad:
+                p.data = p.data.to(dtype)
+    compile_model(model, plan)
+    return model, plan
+
+
+def _loss_and_grads(model, batch: Batch, device: torch.device):
+    model.train()
+    num_items = torch.tensor(float(batch.num_loss_tokens), device=device)
+    loss = _loss(model, batch, num_items, device)
+    loss.backward()
+    grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.detach().float().cpu(), grads
+
+
+def _assert_same_function(tiny_model_dir, device, dtype, mode, *, rtol: float) -> None:
+    # The reference runs first: Liger patches module-level functions (RoPE) of transformers.
+    reference, _ = _lora_model(tiny_model_dir, device, dtype, "none")
+    vocab = reference.config.vocab_size
+    batches = [_packed_batch(vocab, seed=seed) for seed in (1, 2)]  # fresh inputs each time
+    expected = []
+    for batch in batches:
+        expected.append(_loss_and_grads(reference, batch, device))
+        reference.zero_grad(set_to_none=True)
+    fast, plan = _lora_model(tiny_model_dir, device, dtype, mode)
+    assert plan.describe() != "no fused kernels"
+    for batch, (ref_loss, ref_grads) in zip(batches, expected, strict=True):
+        loss, grads = _loss_and_grads(fast, batch, device)
+        assert torch.isfinite(loss)
+        torch.testing.assert_close(loss, ref_loss, rtol=rtol, atol=0)
+        for name, g in ref_grads.items():
+            error = (grads[name] - g).norm() / g.norm().clamp(min=1e-12)
+            assert error < rtol * 10, f"{name}: relative gradient error {error:.2e}"
+        fast.zero_grad(set_to_none=True)
+
+
+@pytest.fixture
+def restore_transformers(monkeypatch):
+    """Undo Liger's module-level patches of Qwen2 after the test."""
+    from transformers.models.qwen2 import modeling_qwen2
+
+    for name in ("apply_rotary_pos_emb", "Qwen2RMSNorm", "Qwen2MLP"):
+        monkeypatch.setattr(modeling_qwen2, name, getattr(modeling_qwen2, name))
+
+
+@pytest.mark.slow
+def test_compiled_layers_match_eager_on_cpu(tiny_model_dir: Path) -> None:
+    _assert_same_function(tiny_model_dir, CPU, torch.float32, "compile", rtol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@needs_liger
+@pytest.mark.usefixtures("restore_transformers")
+def test_liger_kernels_match_the_reference_on_gpu(tiny_model_dir: Path) -> None:
+    _assert_same_function(tiny_model_dir, torch.device("cuda"), torch.bfloat16, "liger", rtol=2e-2)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_compiled_layers_match_eager_on_gpu(tiny_model_dir: Path) -> None:
+    _assert_same_function(
+        tiny_model_dir, torch.device("cuda"), torch.bfloat16, "compile", rtol=2e-2
+    )
+
+
+# --------------------------------------------------------------------------- the real worker
+
+
+@pytest.mark.slow
+def test_worker_with_compiled_layers_trains_like_eager(make_assignment, store, cache_dir) -> None:
+    """The whole worker (evaluation answers included, run eagerly) with ``compile``: the same
+    losses as without, step by step."""
+    losses = {}
+    spec = base_spec(max_steps=4)
+    spec.lora.dropout = 0.0  # compiled dropout draws other random numbers than eager's
+    for mode in ("none", "compile"):
+        reporter = RecordingReporter()
+        run_assignment(
+            make_assignment(identity_records(), spec=spec),
+            store=store,
+            reporter=reporter,
+            cache_dir=cache_dir / mode,
+            kernels=mode,
+        )
+        losses[mode] = [m.loss for m in reporter.metric_events]
+        assert reporter.evaluations, "evaluation answers ran"
+        assert any(("compiled" in msg) == (mode == "compile") for _, msg in reporter.logs)
+    assert losses["compile"] == pytest.approx(losses["none"], rel=2e-4)
