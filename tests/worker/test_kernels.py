@@ -91,8 +91,8 @@ def test_master_weights_save_and_load_round_trip(tmp_path: Path) -> None:
 
 def test_auto_uses_no_kernels_on_cpu() -> None:
     plan = plan_kernels("auto", model_type="qwen2", device=CPU)
-    assert not (plan.liger_layers or plan.fused_loss or plan.compile_layers)
-    assert plan.describe() == "no fused kernels"
+    assert not plan.fused
+    assert plan.describe() == "sdpa attention"
 
 
 def test_explicit_liger_without_a_gpu_is_refused() -> None:
@@ -100,6 +100,14 @@ def test_explicit_liger_without_a_gpu_is_refused() -> None:
         plan_kernels("liger", model_type="qwen2", device=CPU)
     assert err.value.reason == "KERNELS_UNAVAILABLE"
     assert "cpu" in err.value.message
+
+
+def test_explicit_flash_attention_without_the_package_is_refused() -> None:
+    with pytest.raises(FailedPrecondition) as err:
+        plan_kernels("none", model_type="qwen2", device=CPU, attention="flash_attention_2")
+    assert "flash_attn" in err.value.message
+    plan = plan_kernels("none", model_type="qwen2", device=CPU, attention="flex_attention")
+    assert plan.attention == "flex_attention"
 
 
 def test_unknown_kernel_setting_names_the_variable() -> None:
@@ -112,9 +120,12 @@ def test_unknown_kernel_setting_names_the_variable() -> None:
         "DANLU_WORKER_KERNELS": "turbo",
     }
     with pytest.raises(InvalidArgument) as err:
-        WorkerSettings.from_env(env)
+        WorkerSettings.from_env({**env, "DANLU_WORKER_ATTENTION": "fast"})
     assert err.value.reason == "WORKER_SETTINGS_INVALID"
-    assert [v.field for v in err.value.violations] == ["DANLU_WORKER_KERNELS"]
+    assert [v.field for v in err.value.violations] == [
+        "DANLU_WORKER_KERNELS",
+        "DANLU_WORKER_ATTENTION",
+    ]
     assert WorkerSettings.from_env({**env, "DANLU_WORKER_KERNELS": "Liger"}).kernels == "liger"
 
 
@@ -144,7 +155,7 @@ def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     model.config.use_cache = False
-    plan = plan_kernels(mode, model_type=model.config.model_type, device=device)
+    plan = plan_kernels(mode, model_type=model.config.model_type, device=device, dtype=dtype)
     patch_model(model, plan)
     torch.manual_seed(0)
     model = get_peft_model(
@@ -179,7 +190,7 @@ def _assert_same_function(tiny_model_dir, device, dtype, mode, *, rtol: float) -
         expected.append(_loss_and_grads(reference, batch, device))
         reference.zero_grad(set_to_none=True)
     fast, plan = _lora_model(tiny_model_dir, device, dtype, mode)
-    assert plan.describe() != "no fused kernels"
+    assert plan.fused
     for batch, (ref_loss, ref_grads) in zip(batches, expected, strict=True):
         loss, grads = _loss_and_grads(fast, batch, device)
         assert torch.isfinite(loss)

@@ -12,6 +12,11 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
 ``auto``     (default) ``liger`` on a CUDA GPU where liger-kernel is installed and knows the
              model type; ``none`` elsewhere (CPU training, unknown architectures).
 
+``DANLU_WORKER_ATTENTION`` picks transformers' attention implementation: ``auto`` (default:
+flash-attention 2 on a GPU where ``flash_attn`` is installed, else PyTorch SDPA),
+``sdpa``, ``flex_attention``, ``flash_attention_2`` or ``eager``. All of them honour packed
+rows (positions restarting per sample, no cross-sample attention; see ``data``).
+
 None of them changes what is learned: ``tests/worker/test_kernels.py`` compares each with the
 reference model (losses and gradients within tolerance). ``benchmarks/train_throughput.py``
 measures them against each other and against Hugging Face's Trainer.
@@ -27,7 +32,7 @@ from typing import Any
 import torch
 
 from danlu_kit.errors import FailedPrecondition
-from danlu_worker.settings import KERNEL_MODES
+from danlu_worker.settings import ATTENTION_IMPLEMENTATIONS, KERNEL_MODES
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +41,13 @@ log = logging.getLogger(__name__)
 class KernelPlan:
     """What a run patches into its model."""
 
+    attention: str = "sdpa"  # transformers' attn_implementation
     liger_layers: bool = False  # Liger RMSNorm, SwiGLU, RoPE
     fused_loss: bool = False  # Liger fused linear + cross-entropy
     compile_layers: bool = False  # torch.compile per decoder layer
 
     def describe(self) -> str:
-        parts = [
+        parts = [f"{self.attention} attention"] + [
             name
             for on, name in (
                 (self.liger_layers, "Liger RMSNorm/SwiGLU/RoPE"),
@@ -50,7 +56,11 @@ class KernelPlan:
             )
             if on
         ]
-        return ", ".join(parts) or "no fused kernels"
+        return ", ".join(parts)
+
+    @property
+    def fused(self) -> bool:
+        return self.liger_layers or self.fused_loss or self.compile_layers
 
 
 def liger_supports(model_type: str) -> bool:
@@ -65,8 +75,34 @@ def liger_supports(model_type: str) -> bool:
     return model_type in MODEL_TYPE_TO_APPLY_LIGER_FN
 
 
+def plan_attention(requested: str, device: torch.device, dtype: torch.dtype) -> str:
+    """transformers' ``attn_implementation`` for ``requested`` (``auto`` or a name)."""
+    flash = importlib.util.find_spec("flash_attn") is not None
+    on_gpu_16bit = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+    if requested == "auto":
+        return "flash_attention_2" if flash and on_gpu_16bit else "sdpa"
+    if requested not in ATTENTION_IMPLEMENTATIONS:
+        raise FailedPrecondition(
+            message=f"unknown attention implementation {requested!r}; expected one of "
+            f"{', '.join(ATTENTION_IMPLEMENTATIONS)}",
+            reason="KERNELS_UNAVAILABLE",
+        )
+    if requested == "flash_attention_2" and not (flash and on_gpu_16bit):
+        raise FailedPrecondition(
+            message="flash_attention_2 needs the flash_attn package and a 16-bit run on a GPU",
+            reason="KERNELS_UNAVAILABLE",
+        )
+    return requested
+
+
 def plan_kernels(
-    mode: str, *, model_type: str, device: torch.device, zero3: bool = False
+    mode: str,
+    *,
+    model_type: str,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    attention: str = "auto",
+    zero3: bool = False,
 ) -> KernelPlan:
     """The plan for ``mode`` (one of :data:`KERNEL_MODES`). An explicit ``liger`` or
     ``compile`` that cannot apply fails before training (FAILED_PRECONDITION) rather than
@@ -78,13 +114,14 @@ def plan_kernels(
             message=f"unknown kernel mode {mode!r}; expected one of {', '.join(KERNEL_MODES)}",
             reason="KERNELS_UNAVAILABLE",
         )
+    attn = plan_attention(attention, device, dtype)
     on_gpu = device.type == "cuda"
     liger = on_gpu and liger_supports(model_type)
     fused_loss = liger and not zero3
     if mode == "auto":
-        return KernelPlan(liger_layers=liger, fused_loss=fused_loss)
+        return KernelPlan(attention=attn, liger_layers=liger, fused_loss=fused_loss)
     if mode == "none":
-        return KernelPlan()
+        return KernelPlan(attention=attn)
     if mode == "liger":
         if not liger:
             raise FailedPrecondition(
@@ -92,8 +129,8 @@ def plan_kernels(
                 f"type (this run: {device.type}, model type {model_type!r})",
                 reason="KERNELS_UNAVAILABLE",
             )
-        return KernelPlan(liger_layers=True, fused_loss=fused_loss)
-    return KernelPlan(fused_loss=fused_loss, compile_layers=True)  # compile
+        return KernelPlan(attention=attn, liger_layers=True, fused_loss=fused_loss)
+    return KernelPlan(attention=attn, fused_loss=fused_loss, compile_layers=True)  # compile
 
 
 def patch_model(model: Any, plan: KernelPlan) -> None:

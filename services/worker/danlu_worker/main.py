@@ -71,6 +71,7 @@ def work(settings: WorkerSettings, *, store: ObjectStore | None = None) -> int:
                 cache_dir=settings.cache_dir,
                 attempt=settings.attempt,
                 kernels=settings.kernels,
+                attention=settings.attention,
                 dist=dist,
             )
         except (StaleAttemptError, ControlPlaneUnreachable) as exc:

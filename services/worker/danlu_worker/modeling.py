@@ -7,7 +7,6 @@ written, so a worker killed mid-download never trains on a partial model.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 from dataclasses import dataclass
@@ -113,18 +112,6 @@ def resolve_numerics(precision: int, *, local_rank: int = 0) -> Numerics:
     return Numerics(device, "fp16")
 
 
-def attention_implementation(numerics: Numerics) -> str:
-    """flash-attention 2 (variable-length kernels over packed rows) on a GPU where it is
-    installed, PyTorch SDPA otherwise; both honour the packed layout (see ``data``)."""
-    if (
-        numerics.device.type == "cuda"
-        and numerics.precision in ("bf16", "fp16")
-        and importlib.util.find_spec("flash_attn") is not None
-    ):
-        return "flash_attention_2"
-    return "sdpa"
-
-
 def load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
@@ -139,17 +126,16 @@ def load_causal_lm(
     numerics: Numerics,
     *,
     dtype: torch.dtype,
+    attention: str = "sdpa",
     quant: QuantSettings | None = None,
     on_device: bool = True,
 ) -> PreTrainedModel:
-    """``AutoModelForCausalLM`` in ``dtype``; with ``quant``, its linear layers in 4 bits
-    (bitsandbytes). ``on_device=False`` leaves placement to DeepSpeed."""
+    """``AutoModelForCausalLM`` in ``dtype`` with transformers' ``attention`` implementation;
+    with ``quant``, its linear layers in 4 bits (bitsandbytes). ``on_device=False`` leaves
+    placement to DeepSpeed."""
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {
-        "dtype": dtype,
-        "attn_implementation": attention_implementation(numerics),
-    }
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attention}
     if quant is not None:
         kwargs["quantization_config"] = quantization_config(quant, numerics)
         kwargs["device_map"] = {"": numerics.device}

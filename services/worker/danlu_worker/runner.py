@@ -42,9 +42,11 @@ def run_assignment(
     dist: DistributedEnv | None = None,
     checkpoint_retry: RetryPolicy = RetryPolicy(),
     kernels: str = "auto",
+    attention: str = "auto",
 ) -> None:
     """Train what ``assignment`` says; return once the final checkpoint is committed.
-    ``kernels``: the fused-kernel mode (``danlu_worker.kernels``)."""
+    ``kernels`` and ``attention``: the fused kernels and attention implementation
+    (``danlu_worker.kernels``)."""
     dist = dist or distributed_env()
     cache_dir = Path(cache_dir)
     cfg = run_config(assignment.spec, world_size=dist.world_size)
@@ -98,6 +100,7 @@ def run_assignment(
         resume_manifest=resume_manifest,
         checkpoint_retry=checkpoint_retry,
         kernels=kernels,
+        attention=attention,
     )
     run.log(
         f"attempt {attempt}: {cfg.method} on {assignment.base_model.model} "

@@ -16,6 +16,8 @@ The launcher starts each attempt with these variables (``DANLU_WORKER_*``):
                                    service is unreachable (default 900)
 ``KERNELS``                        fused training kernels: ``auto`` (default), ``liger``,
                                    ``compile`` or ``none`` (see ``danlu_worker.kernels``)
+``ATTENTION``                      attention implementation: ``auto`` (default), ``sdpa``,
+                                   ``flex_attention``, ``flash_attention_2`` or ``eager``
 =================================  =========================================================
 
 torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` are read
@@ -35,6 +37,7 @@ from danlu_kit.settings import Env
 
 DEFAULT_CACHE_DIR = Path("~/.cache/danlu-worker").expanduser()
 KERNEL_MODES = ("auto", "liger", "compile", "none")  # see danlu_worker.kernels
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "flex_attention", "flash_attention_2", "eager")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class WorkerSettings:
     cache_dir: Path = DEFAULT_CACHE_DIR
     rpc_retry_seconds: float = 900.0
     kernels: str = "auto"
+    attention: str = "auto"
     distributed: DistributedEnv = DistributedEnv()
 
     @classmethod
@@ -88,11 +92,17 @@ class WorkerSettings:
                 [FieldViolation(env.var("ATTEMPT"), "must be a positive integer")],
             )
         kernels = (env.str("KERNELS") or "auto").lower()
-        if kernels not in KERNEL_MODES:
-            raise InvalidArgument.from_violations(
-                "WORKER_SETTINGS_INVALID",
-                [FieldViolation(env.var("KERNELS"), f"must be one of {', '.join(KERNEL_MODES)}")],
+        attention = (env.str("ATTENTION") or "auto").lower()
+        bad = [
+            FieldViolation(env.var(name), f"must be one of {', '.join(allowed)}")
+            for name, value, allowed in (
+                ("KERNELS", kernels, KERNEL_MODES),
+                ("ATTENTION", attention, ATTENTION_IMPLEMENTATIONS),
             )
+            if value not in allowed
+        ]
+        if bad:
+            raise InvalidArgument.from_violations("WORKER_SETTINGS_INVALID", bad)
         return cls(
             control_target=env.str("CONTROL_TARGET") or "",
             training_job=env.str("JOB") or "",
@@ -104,6 +114,7 @@ class WorkerSettings:
             cache_dir=env.path("CACHE_DIR", DEFAULT_CACHE_DIR),
             rpc_retry_seconds=float(env.int("RPC_RETRY_SECONDS", 900)),
             kernels=kernels,
+            attention=attention,
             distributed=distributed_env(environ),
         )
 

@@ -3,7 +3,7 @@
 - :class:`RunContext`: what the runner hands a loop (assignment, effective config, store,
   reporter, local directories, resume point).
 - :func:`setup_run`: seed, device/precision, process group, tokenizer + chat template, data.
-- :func:`fuse_kernels`: the run's fused kernels, patched into the loaded model.
+- :func:`kernel_plan`: the run's attention implementation and fused kernels.
 - :func:`step_batches`: the micro-batches of one optimizer step and their loss-token count.
 - :func:`evaluate`: evaluation prompts and validation loss at a step.
 - :class:`CheckpointPublisher`: write a checkpoint locally (weights by the loop, state by the
@@ -51,7 +51,7 @@ from danlu_worker.engine import (
     init_distributed,
 )
 from danlu_worker.evaluation import answer_prompts, validation_loss
-from danlu_worker.kernels import KernelPlan, eager, patch_model, plan_kernels
+from danlu_worker.kernels import KernelPlan, eager, plan_kernels
 from danlu_worker.metrics import ThroughputMeter
 from danlu_worker.modeling import Numerics, load_tokenizer, resolve_numerics
 from danlu_worker.settings import DistributedEnv
@@ -78,6 +78,7 @@ class RunContext:
     resume_manifest: Manifest | None = None
     checkpoint_retry: RetryPolicy = field(default_factory=RetryPolicy)
     kernels: str = "auto"  # see danlu_worker.kernels
+    attention: str = "auto"
 
     @property
     def job_name(self) -> str:
@@ -148,17 +149,18 @@ def setup_run(run: RunContext) -> Setup:
     )
 
 
-def fuse_kernels(run: RunContext, setup: Setup, model: Any, *, zero3: bool) -> KernelPlan:
-    """Plan the run's fused kernels and patch Liger's into the loaded model (compiling waits
-    until the adapters are in: :func:`danlu_worker.kernels.compile_model`)."""
-    plan = plan_kernels(
+def kernel_plan(run: RunContext, setup: Setup, *, dtype: torch.dtype, zero3: bool) -> KernelPlan:
+    """The run's attention implementation and fused kernels, for the base model's type."""
+    from transformers import AutoConfig
+
+    return plan_kernels(
         run.kernels,
-        model_type=model.config.model_type,
+        model_type=AutoConfig.from_pretrained(run.model_dir).model_type,
         device=setup.numerics.device,
+        dtype=dtype,
+        attention=run.attention,
         zero3=zero3,
     )
-    patch_model(model, plan)
-    return plan
 
 
 def seed_everything(seed: int) -> None:

@@ -27,11 +27,11 @@ from danlu_worker.engine import (
     DeepSpeedEngine,
     hf_deepspeed_config,
 )
-from danlu_worker.kernels import compile_model
+from danlu_worker.kernels import compile_model, patch_model
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
-    fuse_kernels,
+    kernel_plan,
     make_engine,
     resume_position,
     setup_run,
@@ -64,13 +64,16 @@ def train(run: RunContext) -> None:
     #    loads the checkpoint's weights instead of the base's.
     resume_weights = run.resume_dir if (run.resume_dir and ds_config is None) else None
     sixteen_bit = ds_config is not None or numerics.precision == "bf16"
+    dtype = numerics.compute_dtype if sixteen_bit else torch.float32
+    kernels = kernel_plan(run, setup, dtype=dtype, zero3=zero3)
     model = load_causal_lm(
         resume_weights or run.model_dir,
         numerics,
-        dtype=numerics.compute_dtype if sixteen_bit else torch.float32,
+        dtype=dtype,
+        attention=kernels.attention,
         on_device=ds_config is None,
     )
-    kernels = fuse_kernels(run, setup, model, zero3=zero3)
+    patch_model(model, kernels)
     compile_model(model, kernels)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

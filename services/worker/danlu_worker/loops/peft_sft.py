@@ -26,11 +26,11 @@ from danlu_worker.deepspeed_config import deepspeed_config
 from danlu_worker.engine import (
     hf_deepspeed_config,
 )
-from danlu_worker.kernels import compile_model
+from danlu_worker.kernels import compile_model, patch_model
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
-    fuse_kernels,
+    kernel_plan,
     make_engine,
     resume_position,
     setup_run,
@@ -64,14 +64,16 @@ def train(run: RunContext) -> None:
     keep_alive = hf_deepspeed_config(ds_config) if zero3 else None  # noqa: F841
 
     # 3. The frozen base model.
+    kernels = kernel_plan(run, setup, dtype=numerics.compute_dtype, zero3=zero3)
     model = load_causal_lm(
         run.model_dir,
         numerics,
         dtype=numerics.compute_dtype,
+        attention=kernels.attention,
         quant=cfg.quant,
         on_device=ds_config is None,
     )
-    kernels = fuse_kernels(run, setup, model, zero3=zero3)
+    patch_model(model, kernels)
     checkpointing = {"use_reentrant": False}
     if cfg.quant is not None:
         model = prepare_quantized(

@@ -1,0 +1,561 @@
+"""Training throughput of the danlu worker vs the Hugging Face Trainer + PEFT baseline, side
+by side in one run (issue: training throughput on H100).
+
+Cases (``--cases``): LoRA r=64 on all linear layers of a Qwen2.5-1.5B-shaped model, QLoRA
+(NF4, double quantisation, BF16 compute) of the same, full fine-tuning of a
+Qwen2.5-0.5B-shaped model, and the LoRA case under DeepSpeed ZeRO-2. Runners (``--runners``):
+
+``baseline``   ``transformers.Trainer`` with what a user copies from the docs: ``bf16=True``,
+               peft's default FP32 adapters, SDPA attention, padding to the longest sample of
+               each batch (``DataCollatorForSeq2Seq``), per-device batch 4, no gradient
+               checkpointing (kinder to the baseline than the docs' usual ``True``).
+``danlu[:K[:A]]``  the real worker (``danlu_worker.runner.run_assignment``) with kernel mode K
+               (``auto`` by default; ``liger``, ``compile``, ``none``) and attention A
+               (``auto``, ``sdpa``, ``flex_attention``...): packed rows of 2,048 tokens,
+               micro-batch 8, no gradient checkpointing.
+
+Both see the same records (``gpu_common.synthetic_records``: realistic instruction lengths,
+fixed seed), tokenised by the same code with the same loss mask, the same optimiser settings
+and the same number of optimizer steps; the baseline's gradient accumulation is chosen so
+that its real tokens per step match the worker's (~16k). Reported per run: effective
+(non-pad) tokens/s over the steps after ``--warmup``, MFU (4·N per token for LoRA/QLoRA, 6·N
+for full, N = base parameters, over the GPU's dense BF16 peak), peak allocated memory and the
+final loss (mean of the last five steps). ``--profile`` adds a CUDA kernel-time breakdown of
+three worker steps of the first danlu run.
+
+    python benchmarks/train_throughput.py --out benchmarks/out/train_throughput.json
+    python benchmarks/train_throughput.py --smoke          # tiny shape, CPU: checks the script
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpu_common import (
+    ROOT,
+    assignment,
+    build_model,
+    synthetic_records,
+    upload_model,
+    upload_records,
+)
+from transformers import TrainerCallback
+
+from danlu_worker.reporter import RecordingReporter
+
+CASES = {
+    "lora_1.5b": {"shape": "qwen2.5-1.5b", "method": "lora", "zero": 0},
+    "qlora_1.5b": {"shape": "qwen2.5-1.5b", "method": "qlora", "zero": 0},
+    "full_0.5b": {"shape": "qwen2.5-0.5b", "method": "full", "zero": 0},
+    "lora_1.5b_zero2": {"shape": "qwen2.5-1.5b", "method": "lora", "zero": 2},
+}
+MAX_LENGTH = 2048
+DANLU_MICRO_BATCH = 8
+BASELINE_MICRO_BATCH = 4
+LORA = {"r": 64, "alpha": 128, "dropout": 0.0}
+
+
+def learning_rate(method: str) -> float:
+    return 2e-5 if method == "full" else 2e-4
+
+
+# --------------------------------------------------------------------------- the baseline
+
+
+def run_baseline(job: dict) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (
+        AutoModelForCausalLM,
+        BitsAndBytesConfig,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
+
+    case = CASES[job["case"]]
+    gpu = torch.cuda.is_available()
+    model_dir = Path(job["model_dir"])
+    features = tokenized_features(model_dir, Path(job["records"]))
+    tokenizer = load_tokenizer(model_dir)
+
+    kwargs: dict = {
+        "dtype": torch.bfloat16 if gpu else torch.float32,
+        "attn_implementation": "sdpa",
+    }
+    if case["method"] == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if gpu else torch.float32,
+        )
+        kwargs["device_map"] = {"": 0 if gpu else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if case["method"] == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if case["method"] != "full":
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=LORA["r"],
+                lora_alpha=LORA["alpha"],
+                lora_dropout=LORA["dropout"],
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+
+    collator = CountingCollator(
+        DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    )
+    timer = StepTimer(gpu)
+    args = TrainingArguments(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BASELINE_MICRO_BATCH,
+        gradient_accumulation_steps=job["baseline_accumulation"],
+        max_steps=job["steps"],
+        learning_rate=learning_rate(case["method"]),
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=gpu,
+        use_cpu=not gpu,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        deepspeed=baseline_deepspeed(case["zero"]) if case["zero"] else None,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=features,
+        data_collator=collator,
+        callbacks=[timer],
+    )
+    trainer.train()
+
+    ga, warmup, steps = job["baseline_accumulation"], job["warmup"], job["steps"]
+    step_tokens = [sum(collator.tokens[i * ga : (i + 1) * ga]) for i in range(steps)]
+    seconds = timer.times[steps - 1] - timer.times[warmup - 1]
+    padded = sum(collator.padded[: steps * ga])
+    return {
+        "tokens_per_second": sum(step_tokens[warmup:steps]) / seconds,
+        "tokens_per_step": statistics.mean(step_tokens),
+        "padding_fraction": 1 - sum(step_tokens) / padded,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else 0.0,
+        "losses": timer.losses[:steps],
+    }
+
+
+class CountingCollator:
+    """The baseline's collator, counting real (non-pad) and padded tokens per micro-batch."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.tokens: list[int] = []
+        self.padded: list[int] = []
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        self.tokens.append(int(batch["attention_mask"].sum()))
+        self.padded.append(int(batch["attention_mask"].numel()))
+        return batch
+
+
+class StepTimer(TrainerCallback):
+    """End time of every optimizer step (after the GPU finished it) and the logged losses."""
+
+    def __init__(self, gpu: bool) -> None:
+        self.gpu = gpu
+        self.times: list[float] = []
+        self.losses: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.gpu:
+            import torch
+
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter())
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+
+
+def baseline_deepspeed(stage: int) -> dict:
+    """The ZeRO config from the transformers docs, ``auto`` values filled by the Trainer."""
+    return {
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {
+            "stage": stage,
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "reduce_bucket_size": "auto",
+            "allgather_bucket_size": 5e8,
+        },
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+    }
+
+
+def load_tokenizer(model_dir: Path):
+    from danlu_worker.modeling import load_tokenizer as worker_tokenizer
+
+    return worker_tokenizer(model_dir)
+
+
+def tokenized_features(model_dir: Path, records: Path) -> list[dict]:
+    """The records tokenised exactly as the worker does (chat template, loss mask on the
+    answers), as the baseline's features: labels -100 where no loss is taken."""
+    from danlu_worker.data import SampleEncoder
+
+    tokenizer = load_tokenizer(model_dir)
+    encoder = SampleEncoder(
+        tokenizer,
+        task="sft",
+        chat_template=tokenizer.chat_template,
+        system_prompt="",
+        max_length=MAX_LENGTH,
+    )
+    features = []
+    for line in records.read_text().splitlines():
+        sample = encoder.encode(line)
+        ids = list(sample.input_ids)
+        labels = [t if m else -100 for t, m in zip(ids, sample.loss_mask, strict=True)]
+        features.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return features
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def run_danlu(job: dict) -> dict:
+    import torch
+
+    from danlu.training.v1 import training_job_pb2 as tj
+    from danlu.training.worker.v1alpha1 import worker_service_pb2 as wpb
+    from danlu_kit.errors import Cancelled
+    from danlu_kit.objectstore import LocalObjectStore
+    from danlu_worker.runner import run_assignment
+
+    case = CASES[job["case"]]
+    gpu = torch.cuda.is_available()
+    steps, warmup = job["steps"], job["warmup"]
+    lora = tj.LoraMethod(
+        r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"], target_modules=["all-linear"]
+    )
+    spec = tj.TrainingJobSpec(
+        task=tj.TRAINING_TASK_SFT,
+        data=tj.DataConfig(max_length=MAX_LENGTH, packing=True, shuffle=True),
+        optimization=tj.OptimizationConfig(
+            max_steps=steps + 1,  # cancelled after ``steps``: no final checkpoint to write
+            micro_batch_size=DANLU_MICRO_BATCH,
+            gradient_accumulation_steps=1,
+            learning_rate=learning_rate(case["method"]),
+            warmup_ratio=0.0,
+            lr_scheduler=tj.LR_SCHEDULER_CONSTANT,
+            max_grad_norm=1.0,
+            weight_decay=0.0,
+            precision=tj.PRECISION_BF16 if gpu else tj.PRECISION_FP32,
+            gradient_checkpointing=False,
+            seed=0,
+        ),
+        checkpoint=tj.CheckpointConfig(every_n_steps=10**6, keep=1),
+        deepspeed={0: tj.DEEPSPEED_STAGE_NONE, 2: tj.DEEPSPEED_STAGE_ZERO2}[case["zero"]],
+    )
+    if case["method"] == "lora":
+        spec.lora.CopyFrom(lora)
+    elif case["method"] == "qlora":
+        spec.qlora.CopyFrom(
+            tj.QLoraMethod(
+                lora=lora,
+                quant_type=tj.QUANT_TYPE_NF4,
+                double_quant=True,
+                compute_dtype=tj.PRECISION_BF16 if gpu else tj.PRECISION_FP32,
+            )
+        )
+    else:
+        spec.full.SetInParent()
+    model = wpb.ModelArtifact.FromString(bytes.fromhex(job["model_artifact"]))
+    dataset = wpb.DatasetArtifact.FromString(bytes.fromhex(job["dataset_artifact"]))
+
+    profiler = KernelProfiler(warmup) if job.get("profile") and gpu else None
+    reporter = StepHookReporter(cancel_after_step=steps, on_step=profiler)
+    if profiler:
+        profiler.start()
+    with contextlib.suppress(Cancelled):  # the reporter cancels after ``steps``
+        run_assignment(
+            assignment(spec, model, dataset, job=job["runner"].replace(":", "-")),
+            store=LocalObjectStore(Path(job["store"])),
+            reporter=reporter,
+            cache_dir=Path(job["cache"]),
+            kernels=job["kernels"],
+            attention=job["attention"],
+        )
+    steady = reporter.metric_events[warmup:steps]
+    result = {
+        # tokens per step are near-constant (full packed rows): the harmonic mean is
+        # total tokens over total time
+        "tokens_per_second": len(steady) / sum(1 / m.tokens_per_second for m in steady),
+        "peak_memory_gib": max(m.memory_allocated_bytes for m in reporter.metric_events) / 2**30,
+        "losses": [m.loss for m in reporter.metric_events[:steps]],
+        "kernels": next((msg for _, msg in reporter.logs if "attention" in msg), ""),
+    }
+    if profiler:
+        seconds_per_step = statistics.mean(1 / m.tokens_per_second for m in steady)
+        result["profile"] = profiler.report(step_seconds=seconds_per_step)
+    return result
+
+
+class StepHookReporter(RecordingReporter):
+    """RecordingReporter that also calls ``on_step`` (the profiler's ``step``) per step."""
+
+    def __init__(self, *, cancel_after_step: int, on_step=None) -> None:
+        super().__init__(cancel_after_step=cancel_after_step)
+        self.on_step = on_step
+
+    def metrics(self, metrics) -> None:
+        super().metrics(metrics)
+        if self.on_step is not None:
+            self.on_step.step()
+
+
+class KernelProfiler:
+    """CUDA kernel time of three steady optimizer steps, by kind of kernel."""
+
+    KINDS = (
+        ("attention", ("flash", "fmha", "attention", "attn")),
+        ("matmul", ("gemm", "matmul", "cutlass", "nvjet", "xmma", "sm90_", "cublas")),
+        ("optimizer", ("adam", "multi_tensor", "foreach")),
+        ("fused (Triton)", ("triton",)),
+        ("copies", ("memcpy", "memset", "copy_", "cat", "to_copy")),
+        ("elementwise", ("elementwise", "vectorized", "reduce", "softmax", "norm", "fill")),
+    )
+    ACTIVE = 3
+
+    def __init__(self, warmup: int) -> None:
+        import torch
+
+        self.profile = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CUDA],
+            schedule=torch.profiler.schedule(wait=max(warmup - 1, 0), warmup=1, active=self.ACTIVE),
+        )
+
+    def start(self) -> None:
+        self.profile.start()
+
+    def step(self) -> None:
+        self.profile.step()
+
+    def report(self, *, step_seconds: float) -> dict:
+        self.profile.stop()
+        totals: dict[str, float] = {}
+        top = []
+        for event in self.profile.key_averages():
+            us = getattr(event, "self_device_time_total", 0) or 0
+            if us <= 0:
+                continue
+            name = event.key
+            kind = next(
+                (k for k, words in self.KINDS if any(w in name.lower() for w in words)), "other"
+            )
+            totals[kind] = totals.get(kind, 0.0) + us / 1e3 / self.ACTIVE
+            top.append((us / 1e3 / self.ACTIVE, kind, name[:90]))
+        busy = sum(totals.values())
+        step_ms = step_seconds * 1e3
+        return {
+            "step_ms": round(step_ms, 1),
+            "kernel_ms": {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda x: -x[1])},
+            "gpu_idle_ms": round(max(step_ms - busy, 0.0), 1),
+            "top_kernels": [
+                {"ms": round(ms, 2), "kind": kind, "name": name}
+                for ms, kind, name in sorted(top, reverse=True)[:15]
+            ],
+        }
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def child(job: dict) -> dict:
+    started = time.perf_counter()
+    result = run_baseline(job) if job["runner"] == "baseline" else run_danlu(job)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def prepare(shapes: set[str], work: Path, steps: int) -> dict:
+    """Models, data (enough for ``steps`` of the worker) and the object store, once."""
+    from danlu_kit.objectstore import LocalObjectStore
+
+    store = LocalObjectStore(work / "objects")
+    prepared = {}
+    for shape in sorted(shapes):
+        model_dir = work / shape
+        model_dir.mkdir(parents=True)
+        parameters = build_model(model_dir, shape)
+        # Mean sample length decides how many samples fill the worker's steps; the baseline's
+        # accumulation is set so its real tokens per step match.
+        probe = work / f"{shape}-probe.jsonl"
+        probe.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records(400)))
+        mean_tokens = statistics.mean(
+            len(f["input_ids"]) for f in tokenized_features(model_dir, probe)
+        )
+        danlu_tokens_per_step = DANLU_MICRO_BATCH * MAX_LENGTH * 0.97
+        accumulation = max(1, round(danlu_tokens_per_step / (BASELINE_MICRO_BATCH * mean_tokens)))
+        n = math.ceil(1.1 * (steps + 1) * BASELINE_MICRO_BATCH * accumulation)
+        records = synthetic_records(n)
+        data = work / f"{shape}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in records))
+        prepared[shape] = {
+            "model_dir": str(model_dir),
+            "parameters": parameters,
+            "records": str(data),
+            "samples": n,
+            "mean_sample_tokens": round(mean_tokens, 1),
+            "baseline_accumulation": accumulation,
+            "model_artifact": upload_model(store, model_dir).SerializeToString().hex(),
+            "dataset_artifact": upload_records(store, records, shape).SerializeToString().hex(),
+        }
+    return {"store": str(work / "objects"), "cache": str(work / "cache"), "shapes": prepared}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--runners", default="baseline,danlu")
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--budget-seconds", type=float, default=1e9, help="start no run after")
+    parser.add_argument("--smoke", action="store_true", help="tiny shape on CPU, 4 steps")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "out" / "train_throughput.json"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(json.loads(Path(args.child).read_text()))), flush=True)
+        return
+
+    started = time.perf_counter()
+    if args.smoke:
+        for case in CASES.values():
+            case["shape"] = "tiny"
+        args.steps, args.warmup = 4, 2
+    cases = args.cases.split(",")
+    work = Path(tempfile.mkdtemp(prefix="train-throughput-"))
+    prepared = prepare({CASES[c]["shape"] for c in cases}, work, args.steps)
+    import torch
+
+    from danlu_worker.metrics import peak_flops_per_device
+
+    peak = peak_flops_per_device(torch.device("cuda")) if torch.cuda.is_available() else 0.0
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    results = []
+    profiled = False
+    for case_name in cases:
+        case = CASES[case_name]
+        shape = prepared["shapes"][case["shape"]]
+        for runner in args.runners.split(","):
+            if time.perf_counter() - started > args.budget_seconds:
+                results.append({"case": case_name, "runner": runner, "error": "out of budget"})
+                continue
+            kernels, attention = [*runner.split(":"), "auto", "auto"][1:3]
+            job = {
+                **shape,
+                "case": case_name,
+                "runner": runner,
+                "kernels": kernels,
+                "attention": attention,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "store": prepared["store"],
+                "cache": prepared["cache"],
+                "profile": args.profile and runner != "baseline" and not profiled,
+            }
+            profiled |= job["profile"]
+            job_file = work / "job.json"
+            job_file.write_text(json.dumps(job))
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", str(job_file)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            entry = {"case": case_name, "runner": runner, "device": device}
+            if line is None:
+                entry["error"] = (proc.stderr or proc.stdout)[-2500:]
+            else:
+                r = json.loads(line.removeprefix("RESULT "))
+                factor = 6 if case["method"] == "full" else 4
+                losses = r.pop("losses")
+                entry.update(r)
+                entry["mfu"] = (
+                    factor * shape["parameters"] * r["tokens_per_second"] / peak if peak else 0.0
+                )
+                entry["final_loss"] = statistics.mean(losses[-5:])
+                entry["first_loss"] = losses[0]
+            results.append(entry)
+            print(json.dumps({k: v for k, v in entry.items() if k != "profile"}), flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(
+                json.dumps({"shapes": _public(prepared), "results": results}, indent=2)
+            )
+    print_table(results)
+
+
+def _public(prepared: dict) -> dict:
+    return {
+        shape: {k: v for k, v in info.items() if not k.endswith("_artifact")}
+        for shape, info in prepared["shapes"].items()
+    }
+
+
+def print_table(results: list[dict]) -> None:
+    baseline = {r["case"]: r for r in results if r["runner"] == "baseline" and "error" not in r}
+    print(
+        f"\n{'case':<16} {'runner':<22} {'tok/s':>9} {'x base':>7} {'MFU':>6} {'GiB':>6} {'loss':>7}"
+    )
+    for r in results:
+        if "error" in r:
+            print(
+                f"{r['case']:<16} {r['runner']:<22} ERROR {r['error'].splitlines()[-1][:80] if r['error'] else ''}"
+            )
+            continue
+        base = baseline.get(r["case"])
+        ratio = r["tokens_per_second"] / base["tokens_per_second"] if base else float("nan")
+        print(
+            f"{r['case']:<16} {r['runner']:<22} {r['tokens_per_second']:>9.0f} {ratio:>6.2f}x "
+            f"{r['mfu']:>6.1%} {r['peak_memory_gib']:>6.1f} {r['final_loss']:>7.3f}"
+        )
+    for r in results:
+        if "profile" in r:
+            print(
+                f"\nkernel time per step, {r['case']} {r['runner']}: {json.dumps(r['profile']['kernel_ms'])}"
+            )
+            print(f"step {r['profile']['step_ms']} ms, GPU idle {r['profile']['gpu_idle_ms']} ms")
+
+
+if __name__ == "__main__":
+    main()
