@@ -11,8 +11,13 @@ from pathlib import Path
 from demo.tiny_tokenizer import build_tiny_tokenizer
 
 
-def build_tiny_model(directory: str | Path, *, seed: int = 0, chat_template: bool = True) -> Path:
-    """Write config, generation config, tokenizer and safetensors weights into ``directory``."""
+def build_tiny_model(
+    directory: str | Path, *, seed: int = 0, chat_template: bool = True, **shape: int
+) -> Path:
+    """Write config, generation config, tokenizer and safetensors weights into ``directory``.
+
+    ``shape`` overrides Qwen2Config sizes (``hidden_size``, ``num_hidden_layers``...), e.g. for
+    a benchmark that needs a model whose compute outweighs Python's overhead."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -20,15 +25,19 @@ def build_tiny_model(directory: str | Path, *, seed: int = 0, chat_template: boo
     directory.mkdir(parents=True, exist_ok=True)
     kwargs = {} if chat_template else {"chat_template": None}
     tokenizer = build_tiny_tokenizer(directory, **kwargs)
+    sizes = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 32,
+        "max_position_embeddings": 512,
+        **shape,
+    }
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        max_position_embeddings=512,
+        **sizes,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
