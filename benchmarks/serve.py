@@ -29,7 +29,7 @@ through the registry and deploys them (``max_loras=8``), then plays the gRPC cli
 channel, one thread per stream). In-process runs are commands to the server process, which
 runs them on the service's own event loop and engine.
 
-Workload: 8 fixed one-turn chat prompts (31-40 tokens after the chat template), greedy,
+Workload: 8 fixed one-turn chat prompts (24-43 tokens after the chat template), greedy,
 ``--max-new-tokens`` (32) per request. ``N`` streams share ``max(8, N)`` requests (so every
 run covers all 8 adapters, at 1 stream one after the other); stream ``i`` sends requests
 ``i, i+N, ...`` back to back. Throughput = completion tokens (the engines' usage counts) / wall
