@@ -41,8 +41,8 @@ Other sessions' builds and tests may share the machine: before each measurement 
 (``--settle``) for a quiet second, counts the CPU time everything else used during it, and
 measures again (up to ``--attempts``) when that exceeded 10% of the machine. The load average
 and the busy share before each run are printed and stored. ``--profile`` adds one unscored
-32-stream gRPC run per engine under cProfile in the server process and prints where its main
-thread's time goes.
+gRPC run (8 adapters, the largest stream count) per engine with cProfile on the server's
+event-loop thread (gRPC + the core) and prints where that thread's time goes.
 
 Results: a table on stdout and ``benchmarks/out/serve.json`` (``serve-quick.json``); summaries
 with their machine go to benchmarks/RESULTS.md.
