@@ -3,7 +3,8 @@ same compute as real weights), synthetic instruction data with a realistic lengt
 distribution, and the worker's assignment for a run on a local object store.
 
 Data: conversations whose total length in tokens is log-normal(mu=5.7, sigma=0.8) — median
-~300, mean ~410, about 2% over 1,500 — capped at 2,000 words, a sixth of it the prompt. That is
+~300, mean ~410, about 2% over 1,500 — capped at 2,000 tokens, a sixth of it the prompt
+(``tokens_per_word`` converts to words of the benchmark's tokenizer). That is
 the shape of Alpaca/ShareGPT-style SFT sets: short prompts, answers of a few hundred tokens,
 a long tail. Fixed seed, so every runner sees the same records.
 """
@@ -85,11 +86,11 @@ def build_model(directory: Path, shape: str) -> int:
     return parameters
 
 
-def synthetic_records(n: int, seed: int = 0) -> list[dict]:
+def synthetic_records(n: int, seed: int = 0, tokens_per_word: float = 1.0) -> list[dict]:
     rng = random.Random(seed)
     records = []
     for _ in range(n):
-        total = min(int(rng.lognormvariate(5.7, 0.8)), 2000)
+        total = int(min(rng.lognormvariate(5.7, 0.8), 2000) / tokens_per_word)
         prompt_words = max(4, total // 6)
         answer_words = max(4, total - prompt_words)
         prompt = " ".join(rng.choice(WORDS) for _ in range(prompt_words))

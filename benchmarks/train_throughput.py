@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -321,8 +322,10 @@ def run_danlu(job: dict) -> dict:
         "kernels": next((msg for _, msg in reporter.logs if "attention" in msg), ""),
     }
     if profiler:
-        seconds_per_step = statistics.mean(1 / m.tokens_per_second for m in steady)
-        result["profile"] = profiler.report(step_seconds=seconds_per_step)
+        times = reporter.times[warmup - 1 : steps]
+        result["profile"] = profiler.report(
+            step_seconds=statistics.median(b - a for a, b in itertools.pairwise(times))
+        )
     return result
 
 
@@ -332,9 +335,11 @@ class StepHookReporter(RecordingReporter):
     def __init__(self, *, cancel_after_step: int, on_step=None) -> None:
         super().__init__(cancel_after_step=cancel_after_step)
         self.on_step = on_step
+        self.times: list[float] = []
 
     def metrics(self, metrics) -> None:
         super().metrics(metrics)
+        self.times.append(time.perf_counter())
         if self.on_step is not None:
             self.on_step.step()
 
@@ -413,17 +418,20 @@ def prepare(shapes: set[str], work: Path, steps: int) -> dict:
         model_dir = work / shape
         model_dir.mkdir(parents=True)
         parameters = build_model(model_dir, shape)
-        # Mean sample length decides how many samples fill the worker's steps; the baseline's
-        # accumulation is set so its real tokens per step match.
+        # Lengths are drawn in tokens: measure this tokenizer's tokens per word first. The
+        # mean sample length then decides how many samples fill the worker's steps, and the
+        # baseline's accumulation is set so its real tokens per step match.
         probe = work / f"{shape}-probe.jsonl"
-        probe.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records(400)))
-        mean_tokens = statistics.mean(
-            len(f["input_ids"]) for f in tokenized_features(model_dir, probe)
-        )
+        probe_records = synthetic_records(300, seed=1)
+        probe.write_text("".join(json.dumps(r) + "\n" for r in probe_records))
+        probe_tokens = [len(f["input_ids"]) for f in tokenized_features(model_dir, probe)]
+        words = [sum(len(m["content"].split()) for m in r["messages"]) for r in probe_records]
+        tokens_per_word = sum(probe_tokens) / sum(words)
+        mean_tokens = statistics.mean(probe_tokens) / tokens_per_word
         danlu_tokens_per_step = DANLU_MICRO_BATCH * MAX_LENGTH * 0.97
         accumulation = max(1, round(danlu_tokens_per_step / (BASELINE_MICRO_BATCH * mean_tokens)))
         n = math.ceil(1.1 * (steps + 1) * BASELINE_MICRO_BATCH * accumulation)
-        records = synthetic_records(n)
+        records = synthetic_records(n, tokens_per_word=tokens_per_word)
         data = work / f"{shape}.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in records))
         prepared[shape] = {
@@ -432,6 +440,7 @@ def prepare(shapes: set[str], work: Path, steps: int) -> dict:
             "records": str(data),
             "samples": n,
             "mean_sample_tokens": round(mean_tokens, 1),
+            "tokens_per_word": round(tokens_per_word, 3),
             "baseline_accumulation": accumulation,
             "model_artifact": upload_model(store, model_dir).SerializeToString().hex(),
             "dataset_artifact": upload_records(store, records, shape).SerializeToString().hex(),

@@ -13,7 +13,7 @@ from worker_helpers import base_spec, identity_records
 from danlu_kit.errors import FailedPrecondition, InvalidArgument
 from danlu_worker.data import IGNORE_INDEX, Batch
 from danlu_worker.engine import MasterWeights, _loss, build_optimizer
-from danlu_worker.kernels import compile_model, patch_model, plan_kernels
+from danlu_worker.kernels import KernelPlan, finish_model, patch_model, plan_kernels
 from danlu_worker.reporter import RecordingReporter
 from danlu_worker.runner import run_assignment
 from danlu_worker.settings import WorkerSettings
@@ -149,13 +149,17 @@ def _packed_batch(vocab: int, *, seed: int) -> Batch:
     )
 
 
-def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode: str):
+def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode: str | KernelPlan):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
     model.config.use_cache = False
-    plan = plan_kernels(mode, model_type=model.config.model_type, device=device, dtype=dtype)
+    plan = (
+        mode
+        if isinstance(mode, KernelPlan)
+        else plan_kernels(mode, model_type=model.config.model_type, device=device, dtype=dtype)
+    )
     patch_model(model, plan)
     torch.manual_seed(0)
     model = get_peft_model(
@@ -167,7 +171,7 @@ def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode:
                 p.normal_(std=0.02)
             if p.requires_grad:
                 p.data = p.data.to(dtype)
-    compile_model(model, plan)
+    finish_model(model, plan)
     return model, plan
 
 
@@ -208,6 +212,31 @@ def restore_transformers(monkeypatch):
 
     for name in ("apply_rotary_pos_emb", "Qwen2RMSNorm", "Qwen2MLP"):
         monkeypatch.setattr(modeling_qwen2, name, getattr(modeling_qwen2, name))
+
+
+def test_fused_lora_add_matches_peft_on_cpu(tiny_model_dir: Path) -> None:
+    _assert_same_function(
+        tiny_model_dir, CPU, torch.float32, KernelPlan(fused_lora=True), rtol=1e-5
+    )
+
+
+def test_fused_lora_leaves_disabled_adapters_to_peft(tiny_model_dir: Path) -> None:
+    model, _ = _lora_model(tiny_model_dir, CPU, torch.float32, KernelPlan(fused_lora=True))
+    batch = _packed_batch(model.config.vocab_size, seed=3)
+    model.eval()
+    with torch.no_grad():
+        with model.disable_adapter():
+            base = model(**batch.model_inputs()).logits
+        adapted = model(**batch.model_inputs()).logits
+        reference = model.get_base_model()(**batch.model_inputs()).logits
+    assert not torch.allclose(base, adapted)  # the adapters contribute when enabled
+    torch.testing.assert_close(adapted, reference)  # the base model object holds the LoRA layers
+    from peft.tuners.lora import LoraLayer
+
+    layer = next(m for m in model.modules() if isinstance(m, LoraLayer))
+    layer.enable_adapters(False)  # what disable_adapter() does: peft's forward takes over
+    x = torch.randn(3, layer.in_features)
+    torch.testing.assert_close(layer(x), layer.get_base_layer()(x))
 
 
 @pytest.mark.slow

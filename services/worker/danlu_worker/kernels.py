@@ -5,9 +5,11 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
 ``liger``    Liger kernels (Triton): RMSNorm, SwiGLU and rotary embeddings, plus the fused
              linear + cross-entropy that computes the loss chunk by chunk so the
              ``tokens x vocabulary`` FP32 logits tensor never exists (9 GiB at micro-batch 8,
-             2,048 tokens and a 152k vocabulary).
-``compile``  ``torch.compile`` of each decoder layer (inductor fuses the norms, activations,
-             casts and LoRA's scale-and-add), plus Liger's fused linear + cross-entropy.
+             2,048 tokens and a 152k vocabulary); and LoRA's ``base + B(A(x)) * scale`` as one
+             ``addmm`` (the scale-and-add runs in the matmul's epilogue instead of two
+             passes over every layer's output, forward and backward).
+``compile``  ``torch.compile`` of each decoder layer (inductor fuses the norms, activations
+             and casts), the fused LoRA add and Liger's fused linear + cross-entropy.
 ``none``     the model as transformers builds it.
 ``auto``     (default) ``liger`` on a CUDA GPU where liger-kernel is installed and knows the
              model type; ``none`` elsewhere (CPU training, unknown architectures).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
+from types import MethodType
 from typing import Any
 
 import torch
@@ -44,6 +47,7 @@ class KernelPlan:
     attention: str = "sdpa"  # transformers' attn_implementation
     liger_layers: bool = False  # Liger RMSNorm, SwiGLU, RoPE
     fused_loss: bool = False  # Liger fused linear + cross-entropy
+    fused_lora: bool = False  # LoRA's scale-and-add in the addmm epilogue
     compile_layers: bool = False  # torch.compile per decoder layer
 
     def describe(self) -> str:
@@ -52,6 +56,7 @@ class KernelPlan:
             for on, name in (
                 (self.liger_layers, "Liger RMSNorm/SwiGLU/RoPE"),
                 (self.fused_loss, "fused linear+cross-entropy"),
+                (self.fused_lora, "fused LoRA add"),
                 (self.compile_layers, "compiled decoder layers"),
             )
             if on
@@ -60,7 +65,7 @@ class KernelPlan:
 
     @property
     def fused(self) -> bool:
-        return self.liger_layers or self.fused_loss or self.compile_layers
+        return self.liger_layers or self.fused_loss or self.fused_lora or self.compile_layers
 
 
 def liger_supports(model_type: str) -> bool:
@@ -119,7 +124,9 @@ def plan_kernels(
     liger = on_gpu and liger_supports(model_type)
     fused_loss = liger and not zero3
     if mode == "auto":
-        return KernelPlan(attention=attn, liger_layers=liger, fused_loss=fused_loss)
+        return KernelPlan(
+            attention=attn, liger_layers=liger, fused_loss=fused_loss, fused_lora=on_gpu
+        )
     if mode == "none":
         return KernelPlan(attention=attn)
     if mode == "liger":
@@ -129,8 +136,10 @@ def plan_kernels(
                 f"type (this run: {device.type}, model type {model_type!r})",
                 reason="KERNELS_UNAVAILABLE",
             )
-        return KernelPlan(attention=attn, liger_layers=True, fused_loss=fused_loss)
-    return KernelPlan(attention=attn, fused_loss=fused_loss, compile_layers=True)  # compile
+        return KernelPlan(attention=attn, liger_layers=True, fused_loss=fused_loss, fused_lora=True)
+    return KernelPlan(  # compile
+        attention=attn, fused_loss=fused_loss, fused_lora=True, compile_layers=True
+    )
 
 
 def patch_model(model: Any, plan: KernelPlan) -> None:
@@ -151,15 +160,59 @@ def patch_model(model: Any, plan: KernelPlan) -> None:
     )
 
 
-def compile_model(model: torch.nn.Module, plan: KernelPlan) -> None:
-    """Compile each decoder layer in place (after adapters are added, so LoRA's matmuls and
-    scale-and-add fuse with the layer). Regional compilation: one graph reused by every layer,
-    seconds to compile instead of minutes for the whole model. Evaluation runs eager (see
-    :func:`eager`): generation's growing key/value cache would recompile at every length."""
-    if not plan.compile_layers:
-        return
-    for layer in decoder_layers(model):
-        layer.compile()
+def finish_model(model: torch.nn.Module, plan: KernelPlan) -> None:
+    """What applies once the adapters are in: the fused LoRA add, then compiling each decoder
+    layer in place (regional compilation: one graph reused by every layer, seconds to compile
+    instead of minutes for the whole model). Evaluation runs eager (see :func:`eager`):
+    generation's growing key/value cache would recompile at every length."""
+    if plan.fused_lora:
+        fuse_lora(model)
+    if plan.compile_layers:
+        for layer in decoder_layers(model):
+            layer.compile()
+
+
+def fuse_lora(model: torch.nn.Module) -> int:
+    """Give every peft LoRA linear layer the addmm forward; returns how many."""
+    from peft.tuners.lora import LoraLayer
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), torch.nn.Linear):
+            module.forward = MethodType(_fused_lora_forward, module)
+            count += 1
+    return count
+
+
+def _fused_lora_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """peft's LoRA forward for the plain case (one active adapter, not merged, no DoRA or
+    other variant, no per-request adapters) as ``addmm(base(x), A(x), B^T, alpha=scale)``;
+    anything else goes to peft's own forward."""
+    active = self.active_adapters
+    if (
+        args
+        or kwargs
+        or self.disable_adapters
+        or self.merged
+        or len(active) != 1
+        or active[0] not in self.lora_A
+        or active[0] in self.lora_variant
+    ):
+        return type(self).forward(self, x, *args, **kwargs)
+    name = active[0]
+    a, b = self.lora_A[name].weight, self.lora_B[name].weight
+    result = self.base_layer(x)
+    hidden = torch.nn.functional.linear(self.lora_dropout[name](x.to(a.dtype)), a)
+    scale = self.scaling[name]
+    if result.dtype != b.dtype:  # e.g. FP32 adapters on an FP16 base under autocast
+        return result + (torch.nn.functional.linear(hidden, b) * scale).to(result.dtype)
+    out = torch.addmm(
+        result.reshape(-1, result.shape[-1]),
+        hidden.reshape(-1, hidden.shape[-1]),
+        b.t(),
+        alpha=scale,
+    )
+    return out.view(result.shape)
 
 
 def eager() -> Any:

@@ -27,7 +27,7 @@ from danlu_worker.engine import (
     DeepSpeedEngine,
     hf_deepspeed_config,
 )
-from danlu_worker.kernels import compile_model, patch_model
+from danlu_worker.kernels import finish_model, patch_model
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
@@ -74,7 +74,7 @@ def train(run: RunContext) -> None:
         on_device=ds_config is None,
     )
     patch_model(model, kernels)
-    compile_model(model, kernels)
+    finish_model(model, kernels)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     total_params, _ = count_parameters(model)

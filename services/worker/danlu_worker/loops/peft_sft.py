@@ -26,7 +26,7 @@ from danlu_worker.deepspeed_config import deepspeed_config
 from danlu_worker.engine import (
     hf_deepspeed_config,
 )
-from danlu_worker.kernels import compile_model, patch_model
+from danlu_worker.kernels import finish_model, patch_model
 from danlu_worker.loops._shared import (
     RunContext,
     batch_stream,
@@ -102,7 +102,7 @@ def train(run: RunContext) -> None:
         for p in model.parameters():
             if p.requires_grad:  # peft made them FP32; the engine keeps FP32 masters
                 p.data = p.data.to(torch.bfloat16)
-    compile_model(model, kernels)
+    finish_model(model, kernels)
     total_params, trainable_params = count_parameters(model)
     run.log(
         f"{cfg.method}: r={lora.r} alpha={lora.alpha} dropout={lora.dropout} "
