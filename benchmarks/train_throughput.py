@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -301,8 +300,6 @@ def run_danlu(job: dict) -> dict:
 
     profiler = KernelProfiler(warmup) if job.get("profile") and gpu else None
     reporter = StepHookReporter(cancel_after_step=steps, on_step=profiler)
-    if profiler:
-        profiler.start()
     with contextlib.suppress(Cancelled):  # the reporter cancels after ``steps``
         run_assignment(
             assignment(spec, model, dataset, job=job["runner"].replace(":", "-")),
@@ -322,33 +319,29 @@ def run_danlu(job: dict) -> dict:
         "kernels": next((msg for _, msg in reporter.logs if "attention" in msg), ""),
     }
     if profiler:
-        times = reporter.times[warmup - 1 : steps]
-        result["profile"] = profiler.report(
-            step_seconds=statistics.median(b - a for a, b in itertools.pairwise(times))
-        )
+        result["profile"] = profiler.report()
     return result
 
 
 class StepHookReporter(RecordingReporter):
-    """RecordingReporter that also calls ``on_step`` (the profiler's ``step``) per step."""
+    """RecordingReporter that also tells ``on_step`` (the profiler) of every finished step."""
 
     def __init__(self, *, cancel_after_step: int, on_step=None) -> None:
         super().__init__(cancel_after_step=cancel_after_step)
         self.on_step = on_step
-        self.times: list[float] = []
 
     def metrics(self, metrics) -> None:
         super().metrics(metrics)
-        self.times.append(time.perf_counter())
         if self.on_step is not None:
-            self.on_step.step()
+            self.on_step.step_done(metrics.step)
 
 
 class KernelProfiler:
-    """CUDA kernel time of three steady optimizer steps, by kind of kernel."""
+    """CUDA kernel time of three steady optimizer steps (the ones after ``warmup``), by kind
+    of kernel, against their wall time: what is left is GPU idle time."""
 
     KINDS = (
-        ("attention", ("flash", "fmha", "attention", "attn")),
+        ("attention", ("flash", "fmha", "attention", "attn", "flex")),
         ("matmul", ("gemm", "matmul", "cutlass", "nvjet", "xmma", "sm90_", "cublas")),
         ("optimizer", ("adam", "multi_tensor", "foreach")),
         ("fused (Triton)", ("triton",)),
@@ -360,19 +353,24 @@ class KernelProfiler:
     def __init__(self, warmup: int) -> None:
         import torch
 
-        self.profile = torch.profiler.profile(
-            activities=[torch.profiler.ProfilerActivity.CUDA],
-            schedule=torch.profiler.schedule(wait=max(warmup - 1, 0), warmup=1, active=self.ACTIVE),
-        )
+        self.first = warmup
+        self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+        self.started = self.stopped = 0.0
 
-    def start(self) -> None:
-        self.profile.start()
+    def step_done(self, step: int) -> None:
+        import torch
 
-    def step(self) -> None:
-        self.profile.step()
+        if step == self.first:
+            torch.cuda.synchronize()
+            self.started = time.perf_counter()
+            self.profile.start()
+        elif step == self.first + self.ACTIVE:
+            torch.cuda.synchronize()
+            self.stopped = time.perf_counter()
+            self.profile.stop()
 
-    def report(self, *, step_seconds: float) -> dict:
-        self.profile.stop()
+    def report(self) -> dict:
+        step_seconds = (self.stopped - self.started) / self.ACTIVE
         totals: dict[str, float] = {}
         top = []
         for event in self.profile.key_averages():

@@ -153,13 +153,15 @@ def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
-    model.config.use_cache = False
     plan = (
         mode
         if isinstance(mode, KernelPlan)
-        else plan_kernels(mode, model_type=model.config.model_type, device=device, dtype=dtype)
+        else plan_kernels(mode, model_type="qwen2", device=device, dtype=dtype)
     )
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype, attn_implementation=plan.attention
+    ).to(device)
+    model.config.use_cache = False
     patch_model(model, plan)
     torch.manual_seed(0)
     model = get_peft_model(
@@ -186,7 +188,7 @@ def _loss_and_grads(model, batch: Batch, device: torch.device):
 
 def _assert_same_function(tiny_model_dir, device, dtype, mode, *, rtol: float) -> None:
     # The reference runs first: Liger patches module-level functions (RoPE) of transformers.
-    reference, _ = _lora_model(tiny_model_dir, device, dtype, "none")
+    reference, _ = _lora_model(tiny_model_dir, device, dtype, KernelPlan())  # SDPA, eager
     vocab = reference.config.vocab_size
     batches = [_packed_batch(vocab, seed=seed) for seed in (1, 2)]  # fresh inputs each time
     expected = []
@@ -194,7 +196,7 @@ def _assert_same_function(tiny_model_dir, device, dtype, mode, *, rtol: float) -
         expected.append(_loss_and_grads(reference, batch, device))
         reference.zero_grad(set_to_none=True)
     fast, plan = _lora_model(tiny_model_dir, device, dtype, mode)
-    assert plan.fused
+    assert plan != KernelPlan()
     for batch, (ref_loss, ref_grads) in zip(batches, expected, strict=True):
         loss, grads = _loss_and_grads(fast, batch, device)
         assert torch.isfinite(loss)
@@ -250,6 +252,17 @@ def test_compiled_layers_match_eager_on_cpu(tiny_model_dir: Path) -> None:
 @pytest.mark.usefixtures("restore_transformers")
 def test_liger_kernels_match_the_reference_on_gpu(tiny_model_dir: Path) -> None:
     _assert_same_function(tiny_model_dir, torch.device("cuda"), torch.bfloat16, "liger", rtol=2e-2)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_flex_attention_on_packed_rows_matches_sdpa_on_gpu(tiny_model_dir: Path) -> None:
+    """FlexAttention's block mask keeps packed samples apart exactly like SDPA's dense mask."""
+    plan = plan_kernels(
+        "none", model_type="qwen2", device=torch.device("cuda"), dtype=torch.bfloat16
+    )
+    assert plan.attention == "flex_attention"  # the GPU default without flash_attn
+    _assert_same_function(tiny_model_dir, torch.device("cuda"), torch.bfloat16, plan, rtol=2e-2)
 
 
 @pytest.mark.gpu

@@ -15,7 +15,9 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
              model type; ``none`` elsewhere (CPU training, unknown architectures).
 
 ``DANLU_WORKER_ATTENTION`` picks transformers' attention implementation: ``auto`` (default:
-flash-attention 2 on a GPU where ``flash_attn`` is installed, else PyTorch SDPA),
+flash-attention 2 on a GPU where ``flash_attn`` is installed, else FlexAttention for 16-bit
+runs on a GPU — its block mask skips the blocks between packed samples, which SDPA's dense
+mask computes: +19% tokens/s for LoRA 1.5B on an H100 — and PyTorch SDPA on CPU),
 ``sdpa``, ``flex_attention``, ``flash_attention_2`` or ``eager``. All of them honour packed
 rows (positions restarting per sample, no cross-sample attention; see ``data``).
 
@@ -85,7 +87,9 @@ def plan_attention(requested: str, device: torch.device, dtype: torch.dtype) -> 
     flash = importlib.util.find_spec("flash_attn") is not None
     on_gpu_16bit = device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
     if requested == "auto":
-        return "flash_attention_2" if flash and on_gpu_16bit else "sdpa"
+        if not on_gpu_16bit:
+            return "sdpa"
+        return "flash_attention_2" if flash else "flex_attention"
     if requested not in ATTENTION_IMPLEMENTATIONS:
         raise FailedPrecondition(
             message=f"unknown attention implementation {requested!r}; expected one of "
