@@ -17,16 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for extra in ("", "proto/gen/python", "services/kit", "services/worker"):
-    sys.path.insert(0, str(ROOT / extra))
+from gpu_common import (
+    ROOT,
+    assignment,
+    build_model,
+    synthetic_records,
+    upload_model,
+    upload_records,
+)
 
 CASES = {
     "lora": {"method": "lora", "deepspeed": "none"},
@@ -36,105 +40,21 @@ CASES = {
     "full_zero3": {"method": "full", "deepspeed": "zero3"},
 }
 
-QWEN2_5_0_5B = dict(
-    hidden_size=896,
-    intermediate_size=4864,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    vocab_size=151936,
-    max_position_embeddings=32768,
-    rope_theta=1000000.0,
-    tie_word_embeddings=True,
-)
-
-
-def build_model(directory: Path) -> None:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from demo.tiny_tokenizer import build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer(directory)
-    config = Qwen2Config(
-        **QWEN2_5_0_5B,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="bfloat16",
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(directory, safe_serialization=True)
-
-
-def synthetic_records(n: int, seed: int = 0) -> list[dict]:
-    rng = random.Random(seed)
-    words = [
-        "the",
-        "furnace",
-        "data",
-        "model",
-        "heat",
-        "learning",
-        "rate",
-        "token",
-        "batch",
-        "gradient",
-        "answer",
-        "question",
-    ]
-    records = []
-    for _ in range(n):
-        # log-normal token lengths (median ~300), as in instruction-tuning sets
-        total = min(int(rng.lognormvariate(5.7, 0.8)), 2000)
-        prompt_words = max(4, total // 6)
-        answer_words = max(4, total - prompt_words) // 1
-        prompt = " ".join(rng.choice(words) for _ in range(prompt_words))
-        answer = " ".join(rng.choice(words) for _ in range(answer_words))
-        records.append(
-            {
-                "messages": [
-                    {"role": "user", "content": prompt},
-                    {"role": "assistant", "content": answer},
-                ]
-            }
-        )
-    return records
-
 
 def run_case(name: str, model_dir: Path, work: Path, steps: int) -> dict:
-    import hashlib
-
     import torch
 
-    from danlu.common.v1 import common_pb2
     from danlu.training.v1 import training_job_pb2 as tj
-    from danlu.training.worker.v1alpha1 import worker_service_pb2 as wpb
     from danlu_kit.objectstore import LocalObjectStore
     from danlu_worker.reporter import RecordingReporter
     from danlu_worker.runner import run_assignment
 
     case = CASES[name]
     store = LocalObjectStore(work / "objects")
-    files, digest = [], hashlib.sha256()
-    for path in sorted(p for p in model_dir.iterdir() if p.is_file()):
-        info = store.put_file(f"projects/b/models/m/revisions/r/{path.name}", path)
-        files.append(
-            wpb.ArtifactFile(
-                path=path.name,
-                object=common_pb2.ObjectRef(
-                    key=info.key, sha256=info.sha256, size_bytes=info.size_bytes
-                ),
-            )
-        )
-        digest.update(f"{path.name}{info.sha256}".encode())
-    data = "".join(json.dumps(r) + "\n" for r in synthetic_records(4000)).encode()
-    info = store.put_bytes("projects/b/datasets/d/versions/v/normalized.jsonl", data)
+    model = upload_model(store, model_dir)
+    dataset = upload_records(store, synthetic_records(4000), "d")
     lora = tj.LoraMethod(r=16, alpha=32, dropout=0.0, target_modules=["all-linear"])
     spec = tj.TrainingJobSpec(
-        base_model="projects/b/models/m",
-        datasets=[tj.DatasetSource(dataset="projects/b/datasets/d/versions/v", weight=1.0)],
         task=tj.TRAINING_TASK_SFT,
         data=tj.DataConfig(max_length=2048, packing=True, shuffle=True),
         optimization=tj.OptimizationConfig(
@@ -170,24 +90,10 @@ def run_case(name: str, model_dir: Path, work: Path, steps: int) -> dict:
         )
     else:
         spec.full.SetInParent()
-    assignment = wpb.WorkerAssignment(
-        spec=spec,
-        base_model=wpb.ModelArtifact(
-            model="projects/b/models/m", digest="sha256:" + digest.hexdigest(), files=files
-        ),
-        datasets=[
-            wpb.DatasetArtifact(
-                dataset_version="projects/b/datasets/d/versions/v",
-                normalized_object=common_pb2.ObjectRef(
-                    key=info.key, sha256=info.sha256, size_bytes=info.size_bytes
-                ),
-            )
-        ],
-        checkpoint_prefix="projects/b/trainingJobs/bench/checkpoints/",
-    )
+    job = assignment(spec, model, dataset)
     reporter = RecordingReporter()
     started = time.perf_counter()
-    run_assignment(assignment, store=store, reporter=reporter, cache_dir=work / "cache")
+    run_assignment(job, store=store, reporter=reporter, cache_dir=work / "cache")
     wall = time.perf_counter() - started
     steady = [m for m in reporter.metric_events if m.step > 3 and m.tokens_per_second > 0]
     tps = sum(m.tokens_per_second for m in steady) / max(len(steady), 1)
@@ -219,7 +125,8 @@ def main() -> None:
         )
         return
     model_dir = Path(tempfile.mkdtemp()) / "qwen2_5_0_5b_shape"
-    build_model(model_dir)
+    model_dir.mkdir(parents=True)
+    build_model(model_dir, "qwen2.5-0.5b")
     results = []
     for name in args.cases.split(","):
         proc = subprocess.run(
