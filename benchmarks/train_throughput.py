@@ -51,6 +51,7 @@ from gpu_common import (
 )
 from transformers import TrainerCallback
 
+from danlu_worker.modeling import load_tokenizer
 from danlu_worker.reporter import RecordingReporter
 
 CASES = {
@@ -215,12 +216,6 @@ def baseline_deepspeed(stage: int) -> dict:
         "train_batch_size": "auto",
         "train_micro_batch_size_per_gpu": "auto",
     }
-
-
-def load_tokenizer(model_dir: Path):
-    from danlu_worker.modeling import load_tokenizer as worker_tokenizer
-
-    return worker_tokenizer(model_dir)
 
 
 def tokenized_features(model_dir: Path, records: Path) -> list[dict]:
