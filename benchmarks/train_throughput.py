@@ -20,8 +20,10 @@ and the same number of optimizer steps; the baseline's gradient accumulation is 
 that its real tokens per step match the worker's (~16k). Reported per run: effective
 (non-pad) tokens/s over the steps after ``--warmup``, MFU (4·N per token for LoRA/QLoRA, 6·N
 for full, N = base parameters, over the GPU's dense BF16 peak), peak allocated memory and the
-final loss (mean of the last five steps). ``--profile`` adds a CUDA kernel-time breakdown of
-three worker steps of the first danlu run.
+final loss (mean of the last five steps). ``--profile`` runs each danlu runner four steps
+longer and profiles those (after the measured ones, so the reported speed carries no profiler
+cost): a CUDA kernel-time breakdown of three steps, the GPU's idle gaps, and which code
+launched the device time (``KernelProfiler``).
 
     python benchmarks/train_throughput.py --out benchmarks/out/train_throughput.json
     python benchmarks/train_throughput.py --smoke          # tiny shape, CPU: checks the script
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -121,6 +124,10 @@ def run_baseline(job: dict) -> dict:
         DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
     )
     timer = StepTimer(gpu)
+    if case["zero"]:
+        from danlu_worker.settings import ensure_rendezvous_env
+
+        ensure_rendezvous_env()  # a world of one, as torchrun would set up (no mpi4py)
     args = TrainingArguments(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=BASELINE_MICRO_BATCH,
@@ -255,6 +262,8 @@ def run_danlu(job: dict) -> dict:
     case = CASES[job["case"]]
     gpu = torch.cuda.is_available()
     steps, warmup = job["steps"], job["warmup"]
+    profiler = KernelProfiler(steps) if job.get("profile") and torch.cuda.is_available() else None
+    extra = KernelProfiler.STEPS if profiler else 0
     lora = tj.LoraMethod(
         r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"], target_modules=["all-linear"]
     )
@@ -262,7 +271,7 @@ def run_danlu(job: dict) -> dict:
         task=tj.TRAINING_TASK_SFT,
         data=tj.DataConfig(max_length=MAX_LENGTH, packing=True, shuffle=True),
         optimization=tj.OptimizationConfig(
-            max_steps=steps + 1,  # cancelled after ``steps``: no final checkpoint to write
+            max_steps=steps + extra + 1,  # cancelled before the end: no final checkpoint
             micro_batch_size=DANLU_MICRO_BATCH,
             gradient_accumulation_steps=1,
             learning_rate=learning_rate(case["method"]),
@@ -293,9 +302,8 @@ def run_danlu(job: dict) -> dict:
     model = wpb.ModelArtifact.FromString(bytes.fromhex(job["model_artifact"]))
     dataset = wpb.DatasetArtifact.FromString(bytes.fromhex(job["dataset_artifact"]))
 
-    profiler = KernelProfiler(warmup) if job.get("profile") and gpu else None
-    reporter = StepHookReporter(cancel_after_step=steps, on_step=profiler)
-    with contextlib.suppress(Cancelled):  # the reporter cancels after ``steps``
+    reporter = StepHookReporter(cancel_after_step=steps + extra, on_step=profiler)
+    with contextlib.suppress(Cancelled):  # the reporter cancels after the last step
         run_assignment(
             assignment(spec, model, dataset, job=job["runner"].replace(":", "-")),
             store=LocalObjectStore(Path(job["store"])),
@@ -332,8 +340,10 @@ class StepHookReporter(RecordingReporter):
 
 
 class KernelProfiler:
-    """CUDA kernel time of three steady optimizer steps (the ones after ``warmup``), by kind
-    of kernel, against their wall time: what is left is GPU idle time."""
+    """CUDA kernel time of three steady optimizer steps (the ones after ``first``), by kind
+    of kernel, against their wall time: what is left is GPU idle time, located by the gaps
+    between kernels. One more step is then profiled with the host side and Python stacks,
+    to attribute the device time to the code that launched it (that step is not timed)."""
 
     KINDS = (
         ("attention", ("flash", "fmha", "attention", "attn", "flex")),
@@ -344,12 +354,18 @@ class KernelProfiler:
         ("elementwise", ("elementwise", "vectorized", "reduce", "softmax", "norm", "fill")),
     )
     ACTIVE = 3
+    STEPS = ACTIVE + 1  # and the attribution step
+    GAP_US = 200  # idle stretches at least this long are listed with their neighbours
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, first: int) -> None:
         import torch
 
-        self.first = warmup
+        self.first = first
         self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+        self.attribution = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+            with_stack=True,
+        )
         self.started = self.stopped = 0.0
 
     def step_done(self, step: int) -> None:
@@ -363,6 +379,10 @@ class KernelProfiler:
             torch.cuda.synchronize()
             self.stopped = time.perf_counter()
             self.profile.stop()
+            self.attribution.start()
+        elif step == self.first + self.ACTIVE + 1:
+            torch.cuda.synchronize()
+            self.attribution.stop()
 
     def report(self) -> dict:
         step_seconds = (self.stopped - self.started) / self.ACTIVE
@@ -373,9 +393,7 @@ class KernelProfiler:
             if us <= 0:
                 continue
             name = event.key
-            kind = next(
-                (k for k, words in self.KINDS if any(w in name.lower() for w in words)), "other"
-            )
+            kind = self.kind(name)
             totals[kind] = totals.get(kind, 0.0) + us / 1e3 / self.ACTIVE
             top.append((us / 1e3 / self.ACTIVE, kind, name[:90]))
         busy = sum(totals.values())
@@ -388,7 +406,67 @@ class KernelProfiler:
                 {"ms": round(ms, 2), "kind": kind, "name": name}
                 for ms, kind, name in sorted(top, reverse=True)[:15]
             ],
+            "gaps": self.gaps(),
+            "launched_by": self.launched_by(),
         }
+
+    def kind(self, name: str) -> str:
+        return next(
+            (k for k, words in self.KINDS if any(w in name.lower() for w in words)), "other"
+        )
+
+    def gaps(self) -> dict:
+        """Idle stretches between consecutive device activities (kernels, copies), per step:
+        their total by size, and the longest with the kernels on either side."""
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            self.profile.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())["traceEvents"]
+        device = sorted(
+            (e["ts"], e["ts"] + e.get("dur", 0), e.get("name", ""))
+            for e in events
+            if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+        )
+        small = large = 0.0
+        longest = []
+        for (_, end, before), (start, _, after) in itertools.pairwise(device):
+            gap = start - end
+            if gap <= 0:
+                continue
+            if gap < self.GAP_US:
+                small += gap
+            else:
+                large += gap
+                longest.append((gap, before[:60], after[:60]))
+        longest.sort(reverse=True)
+        return {
+            "below_200us_ms_per_step": round(small / 1e3 / self.ACTIVE, 1),
+            "above_200us_ms_per_step": round(large / 1e3 / self.ACTIVE, 1),
+            "count_above_200us_per_step": round(len(longest) / self.ACTIVE, 1),
+            "longest": [{"us": round(g), "after": b, "before": a} for g, b, a in longest[:12]],
+        }
+
+    def launched_by(self) -> list[dict]:
+        """Host operators by the device time of the kernels they launched themselves, with
+        the innermost Python frames that called them (the attribution step)."""
+        from torch.autograd import DeviceType
+
+        rows = []
+        for event in self.attribution.key_averages(group_by_stack_n=6):
+            us = getattr(event, "self_device_time_total", 0) or 0
+            if us <= 0 or event.device_type != DeviceType.CPU:
+                continue
+            stack = [
+                frame
+                for frame in (event.stack or [])
+                if "torch/" not in frame and "contextlib" not in frame
+            ][:3]
+            rows.append((us / 1e3, event.key, event.count, stack))
+        rows.sort(key=lambda r: -r[0])
+        return [
+            {"ms": round(ms, 2), "op": op, "calls": n, "stack": stack}
+            for ms, op, n, stack in rows[:25]
+        ]
 
 
 # --------------------------------------------------------------------------- the parent
@@ -474,7 +552,6 @@ def main() -> None:
     peak = peak_flops_per_device(torch.device("cuda")) if torch.cuda.is_available() else 0.0
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     results = []
-    profiled = False
     for case_name in cases:
         case = CASES[case_name]
         shape = prepared["shapes"][case["shape"]]
@@ -493,9 +570,8 @@ def main() -> None:
                 "warmup": args.warmup,
                 "store": prepared["store"],
                 "cache": prepared["cache"],
-                "profile": args.profile and runner != "baseline" and not profiled,
+                "profile": args.profile and runner != "baseline",
             }
-            profiled |= job["profile"]
             job_file = work / "job.json"
             job_file.write_text(json.dumps(job))
             proc = subprocess.run(
@@ -557,6 +633,9 @@ def print_table(results: list[dict]) -> None:
                 f"\nkernel time per step, {r['case']} {r['runner']}: {json.dumps(r['profile']['kernel_ms'])}"
             )
             print(f"step {r['profile']['step_ms']} ms, GPU idle {r['profile']['gpu_idle_ms']} ms")
+            print("gaps:", json.dumps(r["profile"]["gaps"], indent=1))
+            for row in r["profile"]["launched_by"]:
+                print(f"{row['ms']:>8.2f} ms {row['calls']:>6} x {row['op']:<40} {row['stack']}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from worker_helpers import base_spec, identity_records
 from danlu_kit.errors import FailedPrecondition, InvalidArgument
 from danlu_worker.data import IGNORE_INDEX, Batch
 from danlu_worker.engine import MasterWeights, _loss, build_optimizer
-from danlu_worker.kernels import KernelPlan, finish_model, patch_model, plan_kernels
+from danlu_worker.kernels import KernelPlan, finish_model, fuse_lora, patch_model, plan_kernels
 from danlu_worker.reporter import RecordingReporter
 from danlu_worker.runner import run_assignment
 from danlu_worker.settings import WorkerSettings
@@ -239,6 +239,73 @@ def test_fused_lora_leaves_disabled_adapters_to_peft(tiny_model_dir: Path) -> No
     layer.enable_adapters(False)  # what disable_adapter() does: peft's forward takes over
     x = torch.randn(3, layer.in_features)
     torch.testing.assert_close(layer(x), layer.get_base_layer()(x))
+
+
+def _lora_layer(*, dropout: float = 0.0, bias: bool = True):
+    """One peft LoRA linear layer with non-zero B (FP64: exact comparisons on CPU)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(24, 40, bias=bias)).double()
+    model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=12, lora_dropout=dropout, target_modules=["0"])
+    )
+    layer = model.base_model.model[0]
+    with torch.no_grad():
+        layer.lora_B["default"].weight.normal_()
+    return layer
+
+
+def _forward_backward(layer, x: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    out = layer(x)
+    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
+    grads = [x.grad] + [p.grad.clone() for p in layer.parameters() if p.requires_grad]
+    layer.zero_grad(set_to_none=True)
+    return out.detach(), grads, out.grad_fn
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_lora_autograd_matches_peft(bias: bool) -> None:
+    """:class:`LoraLinear` (adds in the matmuls' epilogues, forward and backward) gives
+    peft's output and gradients for the input, A and B."""
+    layer = _lora_layer(bias=bias)
+    x = torch.randn(2, 5, 24, dtype=torch.float64)
+    expected, expected_grads, _ = _forward_backward(layer, x)
+    assert fuse_lora(layer) == 1
+    out, grads, grad_fn = _forward_backward(layer, x)
+    assert "LoraLinear" in type(grad_fn).__name__  # the fused path ran, not a fallback
+    torch.testing.assert_close(out, expected)
+    assert len(grads) == len(expected_grads) == 3  # x, A, B: the base stays frozen
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_fused_lora_with_dropout_falls_back_to_the_addmm_forward() -> None:
+    """Dropout draws a mask the fused backward does not know: training with dropout takes
+    the forward-only fusion, which still matches peft given the same random draws."""
+    layer = _lora_layer(dropout=0.5)
+    x = torch.randn(3, 24, dtype=torch.float64)
+    torch.manual_seed(7)
+    expected, expected_grads, _ = _forward_backward(layer, x)
+    fuse_lora(layer)
+    torch.manual_seed(7)
+    out, grads, grad_fn = _forward_backward(layer, x)
+    assert "LoraLinear" not in type(grad_fn).__name__
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    layer.eval()  # no dropout at evaluation: the fused path again
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), type(layer).forward(layer, x))
+
+
+def test_zero3_plans_no_weight_reading_fusions() -> None:
+    """ZeRO-3 gathers a module's weights only inside its own forward: the fused loss and the
+    fused LoRA (which read the head's, the adapters' and the base layer's weights) stay off."""
+    plan = plan_kernels("compile", model_type="qwen2", device=CPU, zero3=True)
+    assert plan.compile_layers and not plan.fused_lora and not plan.fused_loss
+    assert plan_kernels("compile", model_type="qwen2", device=CPU).fused_lora
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from danlu_worker.data import Batch
+from danlu_worker.data import Batch, to_device
 from danlu_worker.modeling import Numerics
 from danlu_worker.settings import DistributedEnv, ensure_rendezvous_env
 from danlu_worker.spec import RunConfig
@@ -221,7 +221,7 @@ class Engine:
 
 
 def _loss(model: nn.Module, batch: Batch, num_items: torch.Tensor, device: torch.device):
-    labels = batch.shift_labels.to(device)
+    labels = to_device(batch.shift_labels, device)
     # ``labels`` only switches the model's loss on; ``shift_labels`` are the targets already
     # shifted per packed sample (see data.py). ``use_cache=False`` keeps the packed-sequence
     # detection of transformers' masking on.

@@ -41,7 +41,15 @@ from danlu_worker.checkpoints import (
     step_name,
     write_trainer_state,
 )
-from danlu_worker.data import Batch, BatchStream, DataPosition, PreparedData, collate, prepare_data
+from danlu_worker.data import (
+    Batch,
+    BatchStream,
+    DataPosition,
+    PreparedData,
+    collate,
+    prepare_data,
+    to_device,
+)
 from danlu_worker.engine import (
     Engine,
     all_reduce_mean,
@@ -199,31 +207,48 @@ def resume_position(run: RunContext, setup: Setup) -> tuple[int, DataPosition]:
     return int(state["step"]), DataPosition.from_json(state["data_position"])
 
 
-def step_batches(
-    run: RunContext, setup: Setup, stream: BatchStream
-) -> tuple[list[Batch], torch.Tensor, int]:
+@dataclass
+class StepData:
+    """One optimizer step's micro-batches on this rank, taken from the stream."""
+
+    batches: list[Batch]
+    num_items: torch.Tensor  # the normaliser of their losses, on the device
+    tokens: torch.Tensor  # real tokens of the step over all ranks (read once the step ran)
+    position: DataPosition  # the stream's position after this step
+    epochs_done: float  # likewise, in (fractional) epochs
+
+
+def step_batches(run: RunContext, setup: Setup, stream: BatchStream) -> StepData:
     """The micro-batches of one optimizer step on this rank, the normaliser of their losses
     (loss tokens of the step over all ranks, divided by the world size: DDP and DeepSpeed
-    average gradients over ranks) and the real tokens of the step over all ranks."""
+    average gradients over ranks) and the real tokens of the step over all ranks.
+
+    Nothing here waits for the GPU: on a GPU the batches are pinned and every copy is
+    asynchronous, so the next step can be collated while the GPU runs the current one."""
     data = setup.data.train
-    batches = [
-        collate(
+    device = setup.numerics.device
+    pin = device.type == "cuda"
+    batches = []
+    for _ in range(run.cfg.gradient_accumulation_steps):
+        batch = collate(
             data.samples,
             [data.rows[i] for i in stream.next_rows()],
             pad_token_id=setup.pad_token_id,
             packed=run.cfg.packing,
         )
-        for _ in range(run.cfg.gradient_accumulation_steps)
-    ]
-    device = setup.numerics.device
+        batches.append(batch.pinned() if pin else batch)
     counts = torch.tensor(
         [sum(b.num_loss_tokens for b in batches), sum(b.num_tokens for b in batches)],
         dtype=torch.float64,
-        device=device,
     )
-    counts = all_reduce_sum(counts)
-    num_items = (counts[0] / run.dist.world_size).clamp(min=1).to(torch.float32)
-    return batches, num_items, int(counts[1])
+    counts = all_reduce_sum(to_device(counts.pin_memory() if pin else counts, device))
+    return StepData(
+        batches=batches,
+        num_items=(counts[0] / run.dist.world_size).clamp(min=1).to(torch.float32),
+        tokens=counts[1],
+        position=stream.position,
+        epochs_done=stream.epochs_done,
+    )
 
 
 def raise_if_cancelled(run: RunContext, setup: Setup) -> None:
@@ -388,28 +413,34 @@ def train_steps(
     losses: list[float] = []  # since the previous checkpoint
     engine.module.train()
 
+    upcoming = step_batches(run, setup, stream)
     while step < setup.total_steps:
         raise_if_cancelled(run, setup)
-        batches, num_items, tokens = step_batches(run, setup, stream)
+        current = upcoming
         learning_rate = engine.learning_rate  # the rate this step uses
         step_loss = torch.zeros((), device=numerics.device)
-        for i, batch in enumerate(batches):
+        for i, batch in enumerate(current.batches):
             if i:
                 raise_if_cancelled(run, setup)
-            loss = engine.forward(batch, num_items)
-            engine.backward(loss, boundary=i == len(batches) - 1)
+            loss = engine.forward(batch, current.num_items)
+            engine.backward(loss, boundary=i == len(current.batches) - 1)
             step_loss += loss.detach().float()
+        # Collate the next step while the GPU still works through this one's backward: the
+        # update below waits for the GPU (the gradient norm), and host work after that
+        # would leave the GPU idle.
+        if step + 1 < setup.total_steps:
+            upcoming = step_batches(run, setup, stream)
         grad_norm = engine.optimizer_step()
         step += 1
         loss_value = float(all_reduce_mean(step_loss))
         losses.append(loss_value)
         metrics = meter.step_done(
             step=step,
-            epoch=stream.epochs_done,
+            epoch=current.epochs_done,
             loss=loss_value,
             learning_rate=learning_rate,
             grad_norm=grad_norm,
-            tokens=tokens,
+            tokens=int(current.tokens),
         )
 
         last = step == setup.total_steps
@@ -437,13 +468,13 @@ def train_steps(
         if checkpoint_due:
             record = CheckpointRecord(
                 step=step,
-                epoch=stream.epochs_done,
+                epoch=current.epochs_done,
                 train_loss=sum(losses) / len(losses),
                 validation_loss=validation,
                 answers=answers,
             )
             publisher.publish(
-                record=record, position=stream.position, engine=engine, write_weights=write_weights
+                record=record, position=current.position, engine=engine, write_weights=write_weights
             )
             losses.clear()
         if checkpoint_due or answers_due:
