@@ -210,6 +210,7 @@ def _fused_lora_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -
         or len(active) != 1
         or active[0] not in self.lora_A
         or active[0] in self.lora_variant
+        or self.lora_B[active[0]].bias is not None  # peft's lora_bias
     ):
         return type(self).forward(self, x, *args, **kwargs)
     name = active[0]
