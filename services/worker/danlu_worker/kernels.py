@@ -198,9 +198,9 @@ def _fused_lora_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -
     """peft's LoRA forward for the plain case (one active adapter, not merged, no DoRA or
     other variant, no per-request adapters); anything else goes to peft's own forward.
 
-    A frozen ``nn.Linear`` base (bias frozen too) with no active dropout, all in one dtype (the BF16 runs),
-    takes :class:`LoraLinear`, which also fuses the backward. Others (4-bit bases, dropout,
-    FP32 adapters under autocast) compute ``addmm(base(x), A(x), B^T, alpha=scale)``."""
+    A frozen ``nn.Linear`` base (bias frozen too) with no active dropout, all in one dtype
+    (the BF16 runs), takes :class:`LoraLinear`, which also fuses the backward. Others (4-bit
+    bases, dropout, FP32 adapters under autocast) take :func:`lora_addmm`."""
     active = self.active_adapters
     if (
         args
@@ -227,8 +227,16 @@ def _fused_lora_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -
         and not torch.is_autocast_enabled(x.device.type)
     ):
         return LoraLinear.apply(x, base.weight, base.bias, a, b, scale)
-    result = base(x)
-    hidden = torch.nn.functional.linear(dropout(x.to(a.dtype)), a)
+    return lora_addmm(self, x, name)
+
+
+def lora_addmm(self: Any, x: torch.Tensor, name: str) -> torch.Tensor:
+    """Adapter ``name`` of a peft LoRA layer as ``addmm(base(x), A(x), B^T, alpha=scale)``:
+    the scale-and-add in the forward matmul's epilogue; autograd does the backward."""
+    a, b = self.lora_A[name].weight, self.lora_B[name].weight
+    scale = self.scaling[name]
+    result = self.base_layer(x)
+    hidden = torch.nn.functional.linear(self.lora_dropout[name](x.to(a.dtype)), a)
     if result.dtype != b.dtype:  # e.g. FP32 adapters on an FP16 base under autocast
         return result + (torch.nn.functional.linear(hidden, b) * scale).to(result.dtype)
     out = torch.addmm(
