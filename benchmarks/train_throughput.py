@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import math
 import os
@@ -429,15 +428,16 @@ class KernelProfiler:
         )
         small = large = 0.0
         longest = []
-        for (_, end, before), (start, _, after) in itertools.pairwise(device):
-            gap = start - end
-            if gap <= 0:
-                continue
-            if gap < self.GAP_US:
-                small += gap
-            else:
+        busy_until, before = (device[0][1], device[0][2]) if device else (0.0, "")
+        for start, end, name in device[1:]:
+            gap = start - busy_until  # against the latest end so far: kernels may overlap
+            if gap >= self.GAP_US:
                 large += gap
-                longest.append((gap, before[:60], after[:60]))
+                longest.append((gap, before[:60], name[:60]))
+            elif gap > 0:
+                small += gap
+            if end > busy_until:
+                busy_until, before = end, name
         longest.sort(reverse=True)
         return {
             "below_200us_ms_per_step": round(small / 1e3 / self.ACTIVE, 1),

@@ -279,6 +279,9 @@ def test_fused_lora_autograd_matches_peft(bias: bool) -> None:
     assert len(grads) == len(expected_grads) == 3  # x, A, B: the base stays frozen
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
+    out = layer(x)
+    out.mul_(2)  # not a view of the Function's internals: later in-place ops are allowed
+    torch.testing.assert_close(out, 2 * expected)
 
 
 def test_fused_lora_with_dropout_falls_back_to_the_addmm_forward() -> None:

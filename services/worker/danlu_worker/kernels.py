@@ -270,22 +270,32 @@ class LoraLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         hidden = x2 @ a.t()  # (tokens, r)
-        base = torch.nn.functional.linear(x2, weight, bias)
-        out = base.addmm_(hidden, b.t(), alpha=scale)
+        # Written through a 2-D view of ``out``, and ``out`` returned: a Function's output
+        # that is a view (as ``linear``'s 3-D result with a bias is) can never be modified
+        # in place by the layers after it.
+        out = x.new_empty(*x.shape[:-1], weight.shape[0])
+        out2 = out.view(-1, weight.shape[0])
+        if bias is None:
+            torch.mm(x2, weight.t(), out=out2)
+        else:
+            torch.addmm(bias, x2, weight.t(), out=out2)
+        out2.addmm_(hidden, b.t(), alpha=scale)
         ctx.save_for_backward(x2, weight, a, b, hidden)
         ctx.scale = scale
         ctx.input_shape = x.shape
-        return out.view(*x.shape[:-1], out.shape[-1])
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2, weight, a, b, hidden = ctx.saved_tensors
         dy = grad_out.reshape(-1, grad_out.shape[-1])
-        d_hidden = (dy @ b).mul_(ctx.scale)  # (tokens, r)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (dy @ weight).addmm_(d_hidden, a).view(ctx.input_shape)
-        grad_a = d_hidden.t() @ x2 if ctx.needs_input_grad[3] else None
+        grad_x = grad_a = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
+            d_hidden = (dy @ b).mul_(ctx.scale)  # (tokens, r)
+            if ctx.needs_input_grad[0]:
+                grad_x = (dy @ weight).addmm_(d_hidden, a).view(ctx.input_shape)
+            if ctx.needs_input_grad[3]:
+                grad_a = d_hidden.t() @ x2
         grad_b = torch.mm(dy.t(), hidden).mul_(ctx.scale) if ctx.needs_input_grad[4] else None
         return grad_x, None, None, grad_a, grad_b, None
 

@@ -413,10 +413,10 @@ def train_steps(
     losses: list[float] = []  # since the previous checkpoint
     engine.module.train()
 
-    upcoming = step_batches(run, setup, stream)
+    upcoming: StepData | None = None  # collated during the previous step
     while step < setup.total_steps:
         raise_if_cancelled(run, setup)
-        current = upcoming
+        current = upcoming or step_batches(run, setup, stream)
         learning_rate = engine.learning_rate  # the rate this step uses
         step_loss = torch.zeros((), device=numerics.device)
         for i, batch in enumerate(current.batches):
@@ -427,9 +427,9 @@ def train_steps(
             step_loss += loss.detach().float()
         # Collate the next step while the GPU still works through this one's backward: the
         # update below waits for the GPU (the gradient norm), and host work after that
-        # would leave the GPU idle.
-        if step + 1 < setup.total_steps:
-            upcoming = step_batches(run, setup, stream)
+        # would leave the GPU idle. (DeepSpeed's backward applies the update itself, so
+        # there the collation follows it.)
+        upcoming = step_batches(run, setup, stream) if step + 1 < setup.total_steps else None
         grad_norm = engine.optimizer_step()
         step += 1
         loss_value = float(all_reduce_mean(step_loss))
