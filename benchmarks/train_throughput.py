@@ -22,7 +22,7 @@ that its real tokens per step match the worker's (~16k). Reported per run: effec
 for full, N = base parameters, over the GPU's dense BF16 peak), peak allocated memory and the
 final loss (mean of the last five steps). ``--profile`` runs each danlu runner four steps
 longer and profiles those (after the measured ones, so the reported speed carries no profiler
-cost): a CUDA kernel-time breakdown of three steps, the GPU's idle gaps, and which code
+cost): a CUDA kernel-time breakdown of three steps, the GPU's idle gaps, and which operators
 launched the device time (``KernelProfiler``).
 
     python benchmarks/train_throughput.py --out benchmarks/out/train_throughput.json
@@ -341,8 +341,8 @@ class StepHookReporter(RecordingReporter):
 class KernelProfiler:
     """CUDA kernel time of three steady optimizer steps (the ones after ``first``), by kind
     of kernel, against their wall time: what is left is GPU idle time, located by the gaps
-    between kernels. One more step is then profiled with the host side and Python stacks,
-    to attribute the device time to the code that launched it (that step is not timed)."""
+    between kernels. One more step is then profiled with the host side, to attribute the
+    device time to the operators that launched it (that step is not timed)."""
 
     KINDS = (
         ("attention", ("flash", "fmha", "attention", "attn", "flex")),
@@ -362,8 +362,7 @@ class KernelProfiler:
         self.first = first
         self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
         self.attribution = torch.profiler.profile(
-            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
-            with_stack=True,
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
         )
         self.started = self.stopped = 0.0
 
@@ -416,15 +415,14 @@ class KernelProfiler:
 
     def gaps(self) -> dict:
         """Idle stretches between consecutive device activities (kernels, copies), per step:
-        their total by size, and the longest with the kernels on either side."""
-        with tempfile.TemporaryDirectory() as tmp:
-            trace = Path(tmp) / "trace.json"
-            self.profile.export_chrome_trace(str(trace))
-            events = json.loads(trace.read_text())["traceEvents"]
+        their total by size, and the longest with the kernels on either side. Read from the
+        same device events as the kernel totals."""
+        from torch.autograd import DeviceType
+
         device = sorted(
-            (e["ts"], e["ts"] + e.get("dur", 0), e.get("name", ""))
-            for e in events
-            if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")
+            (e.time_range.start, e.time_range.end, e.name)
+            for e in self.profile.events()
+            if e.device_type == DeviceType.CUDA
         )
         small = large = 0.0
         longest = []
@@ -440,6 +438,7 @@ class KernelProfiler:
                 busy_until, before = end, name
         longest.sort(reverse=True)
         return {
+            "device_events": len(device),
             "below_200us_ms_per_step": round(small / 1e3 / self.ACTIVE, 1),
             "above_200us_ms_per_step": round(large / 1e3 / self.ACTIVE, 1),
             "count_above_200us_per_step": round(len(longest) / self.ACTIVE, 1),
@@ -447,26 +446,17 @@ class KernelProfiler:
         }
 
     def launched_by(self) -> list[dict]:
-        """Host operators by the device time of the kernels they launched themselves, with
-        the innermost Python frames that called them (the attribution step)."""
+        """Host operators by the device time of the kernels they launched themselves (the
+        attribution step, profiled with host activity)."""
         from torch.autograd import DeviceType
 
-        rows = []
-        for event in self.attribution.key_averages(group_by_stack_n=6):
-            us = getattr(event, "self_device_time_total", 0) or 0
-            if us <= 0 or event.device_type != DeviceType.CPU:
-                continue
-            stack = [
-                frame
-                for frame in (event.stack or [])
-                if "torch/" not in frame and "contextlib" not in frame
-            ][:3]
-            rows.append((us / 1e3, event.key, event.count, stack))
-        rows.sort(key=lambda r: -r[0])
-        return [
-            {"ms": round(ms, 2), "op": op, "calls": n, "stack": stack}
-            for ms, op, n, stack in rows[:25]
+        rows = [
+            (event.self_device_time_total / 1e3, event.key, event.count)
+            for event in self.attribution.key_averages()
+            if event.device_type == DeviceType.CPU and event.self_device_time_total > 0
         ]
+        rows.sort(key=lambda r: -r[0])
+        return [{"ms": round(ms, 2), "op": op, "calls": n} for ms, op, n in rows[:25]]
 
 
 # --------------------------------------------------------------------------- the parent
@@ -635,7 +625,7 @@ def print_table(results: list[dict]) -> None:
             print(f"step {r['profile']['step_ms']} ms, GPU idle {r['profile']['gpu_idle_ms']} ms")
             print("gaps:", json.dumps(r["profile"]["gaps"], indent=1))
             for row in r["profile"]["launched_by"]:
-                print(f"{row['ms']:>8.2f} ms {row['calls']:>6} x {row['op']:<40} {row['stack']}")
+                print(f"{row['ms']:>8.2f} ms {row['calls']:>6} x {row['op']}")
 
 
 if __name__ == "__main__":
