@@ -18,28 +18,23 @@ import json
 from pathlib import Path
 
 import torch
+from gpu_common import median_ms
 
 
 def time_loss(hidden, weight, target, chunk_mem_const: int, repeats: int) -> tuple[float, float]:
     """Median milliseconds of forward + backward, and peak GiB above the inputs."""
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
-    times = []
+    def run() -> None:
+        x = hidden.detach().requires_grad_(True)
+        liger_fused_linear_cross_entropy(
+            x, weight, target, reduction="sum", chunk_mem_const=chunk_mem_const
+        ).backward()
+
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    for _ in range(repeats + 2):  # two warm-up rounds (Triton autotuning, allocator)
-        x = hidden.detach().requires_grad_(True)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        loss = liger_fused_linear_cross_entropy(
-            x, weight, target, reduction="sum", chunk_mem_const=chunk_mem_const
-        )
-        loss.backward()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**30
-    return sorted(times[2:])[len(times[2:]) // 2], peak
+    ms = median_ms(run, repeats=repeats)
+    return ms, (torch.cuda.max_memory_allocated() - base) / 2**30
 
 
 def main() -> None:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,3 +159,20 @@ def assignment(spec, model, dataset, job: str = "bench"):
         datasets=[dataset],
         checkpoint_prefix=f"projects/b/trainingJobs/{job}/checkpoints/",
     )
+
+
+def median_ms(run: Callable[[], object], *, repeats: int, warmup: int = 2) -> float:
+    """Median wall milliseconds of ``run()`` over ``repeats`` calls after ``warmup`` unmeasured
+    ones (Triton autotuning, the allocator), the GPU synchronised around each call."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    times = []
+    for i in range(warmup + repeats):
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)

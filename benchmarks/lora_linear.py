@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 
 import torch
+from gpu_common import median_ms
 
 # (name, in_features, out_features) of one Qwen2.5-1.5B decoder layer
 SHAPES = (
@@ -44,18 +44,7 @@ def lora_layer(in_features: int, out_features: int, dtype: torch.dtype, device: 
 
 def time_call(fn, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> float:
     """Median milliseconds of forward + backward (input and adapter gradients)."""
-    times = []
-    for i in range(repeats + 2):  # two warm-up rounds
-        xi = x.detach().requires_grad_(True)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn(xi).backward(grad)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
+    return median_ms(lambda: fn(x.detach().requires_grad_(True)).backward(grad), repeats=repeats)
 
 
 def main() -> None:

@@ -261,7 +261,7 @@ def run_danlu(job: dict) -> dict:
     case = CASES[job["case"]]
     gpu = torch.cuda.is_available()
     steps, warmup = job["steps"], job["warmup"]
-    profiler = KernelProfiler(steps) if job.get("profile") and torch.cuda.is_available() else None
+    profiler = KernelProfiler(steps) if job.get("profile") and gpu else None
     extra = KernelProfiler.STEPS if profiler else 0
     lora = tj.LoraMethod(
         r=LORA["r"], alpha=LORA["alpha"], dropout=LORA["dropout"], target_modules=["all-linear"]
