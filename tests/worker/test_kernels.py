@@ -177,10 +177,10 @@ def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode:
     return model, plan
 
 
-def _loss_and_grads(model, batch: Batch, device: torch.device):
+def _loss_and_grads(model, batch: Batch, device: torch.device, plan: KernelPlan):
     model.train()
     num_items = torch.tensor(float(batch.num_loss_tokens), device=device)
-    loss = _loss(model, batch, num_items, device)
+    loss = _loss(model, batch, num_items, device, plan.loss_kwargs)
     loss.backward()
     grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.requires_grad}
     return loss.detach().float().cpu(), grads
@@ -188,17 +188,17 @@ def _loss_and_grads(model, batch: Batch, device: torch.device):
 
 def _assert_same_function(tiny_model_dir, device, dtype, mode, *, rtol: float) -> None:
     # The reference runs first: Liger patches module-level functions (RoPE) of transformers.
-    reference, _ = _lora_model(tiny_model_dir, device, dtype, KernelPlan())  # SDPA, eager
+    reference, reference_plan = _lora_model(tiny_model_dir, device, dtype, KernelPlan())
     vocab = reference.config.vocab_size
     batches = [_packed_batch(vocab, seed=seed) for seed in (1, 2)]  # fresh inputs each time
     expected = []
     for batch in batches:
-        expected.append(_loss_and_grads(reference, batch, device))
+        expected.append(_loss_and_grads(reference, batch, device, reference_plan))
         reference.zero_grad(set_to_none=True)
     fast, plan = _lora_model(tiny_model_dir, device, dtype, mode)
     assert plan != KernelPlan()
     for batch, (ref_loss, ref_grads) in zip(batches, expected, strict=True):
-        loss, grads = _loss_and_grads(fast, batch, device)
+        loss, grads = _loss_and_grads(fast, batch, device, plan)
         assert torch.isfinite(loss)
         torch.testing.assert_close(loss, ref_loss, rtol=rtol, atol=0)
         for name, g in ref_grads.items():

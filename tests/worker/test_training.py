@@ -16,6 +16,7 @@ from danlu.training.v1 import training_job_pb2 as tj
 from danlu_kit.errors import Cancelled, Unavailable
 from danlu_kit.objectstore.artifacts import read_manifest
 from danlu_worker.checkpoints import RetryPolicy
+from danlu_worker.loops._shared import StepScalars
 from danlu_worker.outcome import status_for_exception
 from danlu_worker.reporter import RecordingReporter
 from danlu_worker.runner import run_assignment
@@ -294,3 +295,15 @@ def test_cancel_during_a_checkpoint_write_never_leaves_half_a_checkpoint(
         manifest = read_manifest(store, prefix + "/")  # raises if a prefix has no manifest
         assert all(store.exists(manifest.key(f.path)) for f in manifest.files)
     assert {c.name for c in reporter.checkpoints} == prefixes
+
+
+def test_step_scalars_keep_the_values_of_when_they_were_taken() -> None:
+    """The loop reads a step's numbers one step later: later changes to the tensors they came
+    from (an in-place update) must not reach them, and plain numbers pass through."""
+    loss = torch.tensor(2.5)
+    tokens = torch.tensor(16_777_217.0, dtype=torch.float64)  # not exact in FP32
+    scalars = StepScalars(loss, 0.75, tokens)
+    loss.add_(1.0)
+    tokens.zero_()
+    assert scalars.values() == [2.5, 0.75, 16_777_217.0]
+    assert StepScalars(1.0, float("inf")).values() == [1.0, float("inf")]

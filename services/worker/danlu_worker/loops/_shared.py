@@ -5,6 +5,7 @@
 - :func:`setup_run`: seed, device/precision, process group, tokenizer + chat template, data.
 - :func:`kernel_plan`: the run's attention implementation and fused kernels.
 - :func:`step_batches`: the micro-batches of one optimizer step and their loss-token count.
+- :class:`StepScalars`: a step's loss, gradient norm and token count, read without a wait.
 - :func:`evaluate`: evaluation prompts and validation loss at a step.
 - :class:`CheckpointPublisher`: write a checkpoint locally (weights by the loop, state by the
   engine, RNG and trainer state here), publish it, commit it, apply the keep policy locally.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from danlu.training.v1 import checkpoint_pb2
+from danlu.training.v1 import checkpoint_pb2, training_job_pb2
 from danlu.training.worker.v1alpha1 import worker_service_pb2 as wpb
 from danlu_kit.chat_templates import TOKENIZER_TEMPLATE, get_chat_template, resolve_chat_template
 from danlu_kit.errors import Cancelled, FailedPrecondition
@@ -251,6 +252,39 @@ def step_batches(run: RunContext, setup: Setup, stream: BatchStream) -> StepData
     )
 
 
+class StepScalars:
+    """Numbers a step left on the device (loss, gradient norm, tokens), copied to the host
+    without waiting for them. ``float()`` or ``.item()`` right after the update would block
+    the host until the GPU finished the step, and the GPU would then idle while the host
+    launches the next step's first kernels; the loop reads these one step later, when the
+    copy is long done (see :func:`train_steps`)."""
+
+    def __init__(self, *values: torch.Tensor | float) -> None:
+        self._values = [float(v) if not isinstance(v, torch.Tensor) else v for v in values]
+        tensors = [v.detach().reshape(()).double() for v in values if isinstance(v, torch.Tensor)]
+        self._host = torch.stack(tensors).to("cpu", non_blocking=True) if tensors else None
+        self._copied: torch.cuda.Event | None = None
+        if self._host is not None and tensors[0].is_cuda:
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+
+    def values(self) -> list[float]:
+        if self._copied is not None:
+            self._copied.synchronize()
+        host = iter(self._host.tolist() if self._host is not None else [])
+        return [next(host) if isinstance(v, torch.Tensor) else v for v in self._values]
+
+
+@dataclass
+class FinishedStep:
+    """An optimizer step whose metrics are not read yet."""
+
+    step: int
+    epoch: float
+    learning_rate: float
+    scalars: StepScalars  # loss, gradient norm, real tokens
+
+
 def raise_if_cancelled(run: RunContext, setup: Setup) -> None:
     """Stop at a step boundary when the user cancelled (rank 0 learns it; all ranks stop)."""
     flag = run.dist.is_main and run.reporter.cancel_requested
@@ -413,7 +447,24 @@ def train_steps(
     losses: list[float] = []  # since the previous checkpoint
     engine.module.train()
 
+    def settle(done: FinishedStep) -> training_job_pb2.TrainingMetrics:
+        loss, grad_norm, tokens = done.scalars.values()
+        losses.append(loss)
+        return meter.step_done(
+            step=done.step,
+            epoch=done.epoch,
+            loss=loss,
+            learning_rate=done.learning_rate,
+            grad_norm=grad_norm,
+            tokens=int(tokens),
+        )
+
+    def report(metrics: training_job_pb2.TrainingMetrics, *, due: bool = False) -> None:
+        if is_main and (due or metrics.step % metrics_every == 0):
+            run.reporter.metrics(metrics)
+
     upcoming: StepData | None = None  # collated during the previous step
+    unsettled: FinishedStep | None = None  # the previous step, its numbers still in flight
     while step < setup.total_steps:
         raise_if_cancelled(run, setup)
         current = upcoming or step_batches(run, setup, stream)
@@ -425,22 +476,19 @@ def train_steps(
             loss = engine.forward(batch, current.num_items)
             engine.backward(loss, boundary=i == len(current.batches) - 1)
             step_loss += loss.detach().float()
-        # Collate the next step while the GPU still works through this one's backward: the
-        # update below waits for the GPU (the gradient norm), and host work after that
-        # would leave the GPU idle. (DeepSpeed's backward applies the update itself, so
-        # there the collation follows it.)
+        if unsettled is not None:  # its numbers arrived while this step was queued
+            report(settle(unsettled))
+            unsettled = None
+        # Collate the next step while the GPU still works through this one's backward.
+        # (DeepSpeed's backward applies the update itself, so there the collation follows it.)
         upcoming = step_batches(run, setup, stream) if step + 1 < setup.total_steps else None
         grad_norm = engine.optimizer_step()
         step += 1
-        loss_value = float(all_reduce_mean(step_loss))
-        losses.append(loss_value)
-        metrics = meter.step_done(
+        done = FinishedStep(
             step=step,
             epoch=current.epochs_done,
-            loss=loss_value,
             learning_rate=learning_rate,
-            grad_norm=grad_norm,
-            tokens=int(current.tokens),
+            scalars=StepScalars(all_reduce_mean(step_loss), grad_norm, current.tokens),
         )
 
         last = step == setup.total_steps
@@ -448,23 +496,24 @@ def train_steps(
         answers_due = last or (
             step % cfg.eval_every_n_steps == 0 if cfg.eval_every_n_steps else checkpoint_due
         )
-        answers, validation = [], None
-        if checkpoint_due or answers_due:
-            raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
-            with eager():  # compiled layers would recompile at every generated length
-                answers, validation = evaluate(
-                    run,
-                    setup,
-                    engine.module,
-                    step=step,
-                    answers_due=answers_due,
-                    validation_due=checkpoint_due,
-                    zero3=zero3,
-                )
-            if validation is not None:
-                metrics.validation_loss = validation
-        if is_main and (step % metrics_every == 0 or checkpoint_due or last):
-            run.reporter.metrics(metrics)
+        if not (checkpoint_due or answers_due):
+            unsettled = done  # read during the next step: no wait for the GPU here
+            continue
+        metrics = settle(done)
+        raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
+        with eager():  # compiled layers would recompile at every generated length
+            answers, validation = evaluate(
+                run,
+                setup,
+                engine.module,
+                step=step,
+                answers_due=answers_due,
+                validation_due=checkpoint_due,
+                zero3=zero3,
+            )
+        if validation is not None:
+            metrics.validation_loss = validation
+        report(metrics, due=checkpoint_due or last)
         if checkpoint_due:
             record = CheckpointRecord(
                 step=step,
@@ -477,12 +526,17 @@ def train_steps(
                 record=record, position=current.position, engine=engine, write_weights=write_weights
             )
             losses.clear()
-        if checkpoint_due or answers_due:
-            meter.restart_clock()
+        meter.restart_clock()
 
 
 def make_engine(
-    run: RunContext, setup: Setup, model, ds_config: dict | None, *, exclude_frozen: bool
+    run: RunContext,
+    setup: Setup,
+    model,
+    ds_config: dict | None,
+    *,
+    exclude_frozen: bool,
+    kernels: KernelPlan,
 ) -> Engine:
     """AdamW, the LR schedule and what steps them: DeepSpeed when the spec asks for a ZeRO
     stage, plain PyTorch otherwise (``exclude_frozen``: only trainable weights, as for LoRA)."""
@@ -496,7 +550,13 @@ def make_engine(
             total_steps=setup.total_steps,
             ds_config=ds_config,
             exclude_frozen=exclude_frozen,
+            loss_kwargs=kernels.loss_kwargs,
         )
     return TorchEngine(
-        model, run.cfg, setup.numerics, total_steps=setup.total_steps, dist_env=run.dist
+        model,
+        run.cfg,
+        setup.numerics,
+        total_steps=setup.total_steps,
+        dist_env=run.dist,
+        loss_kwargs=kernels.loss_kwargs,
     )

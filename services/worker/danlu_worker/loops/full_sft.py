@@ -86,7 +86,7 @@ def train(run: RunContext) -> None:
     )
 
     # 4. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).
-    engine = make_engine(run, setup, model, ds_config, exclude_frozen=False)
+    engine = make_engine(run, setup, model, ds_config, exclude_frozen=False, kernels=kernels)
 
     # 5. Resume: optimizer, schedule (and, under DeepSpeed, weights), data position, RNG.
     step, position = resume_position(run, setup)

@@ -113,7 +113,7 @@ def train(run: RunContext) -> None:
     )
 
     # 5. AdamW, the LR schedule and the engine that steps them (plain PyTorch or DeepSpeed).
-    engine = make_engine(run, setup, model, ds_config, exclude_frozen=True)
+    engine = make_engine(run, setup, model, ds_config, exclude_frozen=True, kernels=kernels)
 
     # 6. Resume: adapter, optimizer, schedule, data position and random streams.
     step, position = resume_position(run, setup)
