@@ -21,48 +21,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from danlu_kit.auth import TokenBook
 from danlu_kit.errors import FieldViolation, InvalidArgument
-from danlu_kit.settings import Env
+from danlu_kit.settings import Env, StoreServerSettings
 
 
-@dataclass
-class ConversionSettings:
-    host: str
-    port: int
-    metrics_port: int | None
-    data_dir: Path
-    database_url: str
-    object_store_url: str
-    s3_access_key: str | None = field(repr=False)
-    s3_secret_key: str | None = field(repr=False)
+@dataclass(frozen=True)
+class ConversionSettings(StoreServerSettings):
     registry_target: str
     registry_token: str | None = field(repr=False)
     max_concurrent_jobs: int
     precision_max_bytes: int
-    tokens: TokenBook | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConversionSettings:
         env = Env("CONVERSION", environ)
-        data_dir = env.path("DATA_DIR", Path("~/.danlu").expanduser())
-        metrics = env.int("METRICS_PORT", -1)
         settings = cls(
-            host=env.str("HOST", "127.0.0.1"),
-            port=env.int("PORT", 50053),
-            metrics_port=None if metrics < 0 else metrics,
-            data_dir=data_dir,
-            database_url=env.str("DATABASE_URL", f"sqlite:///{data_dir}/conversion.db"),
-            object_store_url=env.str("OBJECT_STORE_URL", f"file://{data_dir}/objects"),
-            s3_access_key=env.str("S3_ACCESS_KEY"),
-            s3_secret_key=env.str("S3_SECRET_KEY"),
+            **cls.read_common(env, port=50053, database="conversion.db"),
             registry_target=env.str("REGISTRY_TARGET", "127.0.0.1:50051"),
             registry_token=env.str("REGISTRY_TOKEN"),
             max_concurrent_jobs=env.int("MAX_CONCURRENT_JOBS", 1),
             precision_max_bytes=env.int("PRECISION_MAX_BYTES", 2 * 10**9),
-            tokens=env.tokens(),
         )
         if settings.max_concurrent_jobs < 1:
             raise InvalidArgument.from_violations(

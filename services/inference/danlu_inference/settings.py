@@ -22,39 +22,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from danlu_kit.auth import TokenBook
 from danlu_kit.errors import FieldViolation, InvalidArgument
-from danlu_kit.settings import Env
+from danlu_kit.settings import Env, ServerSettings
 
 ENGINES = ("auto", "transformers", "vllm")
 
 
-@dataclass
-class InferenceSettings:
-    host: str
-    port: int
+@dataclass(frozen=True)
+class InferenceSettings(ServerSettings):
     http_port: int | None
-    metrics_port: int | None
-    data_dir: Path
-    database_url: str
     registry_target: str
-    registry_token: str | None
+    registry_token: str | None = field(repr=False)
     default_engine: str
     max_queue: int
     max_loaded_adapters: int
     cache_bytes: int
     torch_threads: int
-    tokens: TokenBook | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> InferenceSettings:
         env = Env("INFERENCE", environ)
-        data_dir = env.path("DATA_DIR", Path("~/.danlu").expanduser())
         http = env.int("HTTP_PORT", -1)
-        metrics = env.int("METRICS_PORT", -1)
         engine = (env.str("DEFAULT_ENGINE", "auto") or "auto").lower()
         if engine not in ENGINES:
             raise InvalidArgument.from_violations(
@@ -63,12 +53,8 @@ class InferenceSettings:
                 "bad setting",
             )
         return cls(
-            host=env.str("HOST", "127.0.0.1"),
-            port=env.int("PORT", 50054),
+            **cls.read_common(env, port=50054, database="inference.db"),
             http_port=None if http < 0 else http,
-            metrics_port=None if metrics < 0 else metrics,
-            data_dir=data_dir,
-            database_url=env.str("DATABASE_URL", f"sqlite:///{data_dir}/inference.db"),
             registry_target=env.str("REGISTRY_TARGET", "127.0.0.1:50051"),
             registry_token=env.str("REGISTRY_TOKEN"),
             default_engine=engine,
@@ -76,5 +62,4 @@ class InferenceSettings:
             max_loaded_adapters=env.int("MAX_LOADED_ADAPTERS", 4),
             cache_bytes=env.int("ADAPTER_CACHE_BYTES", 10 * 1024**3),
             torch_threads=env.int("TORCH_THREADS", 0),
-            tokens=env.tokens(),
         )

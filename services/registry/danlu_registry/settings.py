@@ -19,41 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
-from danlu_kit.auth import TokenBook
-from danlu_kit.settings import Env
+from danlu_kit.settings import Env, StoreServerSettings
 
 
-@dataclass
-class RegistrySettings:
-    host: str
-    port: int
-    metrics_port: int | None
-    data_dir: Path
-    database_url: str
-    object_store_url: str
-    s3_access_key: str | None
-    s3_secret_key: str | None
+@dataclass(frozen=True)
+class RegistrySettings(StoreServerSettings):
     max_record_bytes: int
     max_violations: int
-    tokens: TokenBook | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RegistrySettings:
         env = Env("REGISTRY", environ)
-        data_dir = env.path("DATA_DIR", Path("~/.danlu").expanduser())
-        metrics = env.int("METRICS_PORT", -1)
         return cls(
-            host=env.str("HOST", "127.0.0.1"),
-            port=env.int("PORT", 50051),
-            metrics_port=None if metrics < 0 else metrics,
-            data_dir=data_dir,
-            database_url=env.str("DATABASE_URL", f"sqlite:///{data_dir}/registry.db"),
-            object_store_url=env.str("OBJECT_STORE_URL", f"file://{data_dir}/objects"),
-            s3_access_key=env.str("S3_ACCESS_KEY"),
-            s3_secret_key=env.str("S3_SECRET_KEY"),
+            **cls.read_common(env, port=50051, database="registry.db"),
             max_record_bytes=env.int("MAX_RECORD_BYTES", 1024 * 1024),
             max_violations=env.int("MAX_VIOLATIONS", 20),
-            tokens=env.tokens(),
         )

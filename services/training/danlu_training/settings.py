@@ -36,9 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from danlu_kit.auth import TokenBook
 from danlu_kit.errors import FieldViolation, InvalidArgument
-from danlu_kit.settings import Env
+from danlu_kit.settings import Env, StoreServerSettings
 from danlu_training.adapters.launchers import detect_gpus
 
 LAUNCHERS = ("local", "kubernetes")
@@ -54,16 +53,8 @@ class KubernetesSettings:
     job_ttl_seconds: int = 3600
 
 
-@dataclass
-class TrainingSettings:
-    host: str
-    port: int
-    metrics_port: int | None
-    data_dir: Path
-    database_url: str
-    object_store_url: str
-    s3_access_key: str | None = field(repr=False)
-    s3_secret_key: str | None = field(repr=False)
+@dataclass(frozen=True)
+class TrainingSettings(StoreServerSettings):
     registry_target: str
     registry_token: str | None = field(repr=False)
     worker_control_target: str | None  # None: this service's own address once bound
@@ -76,13 +67,11 @@ class TrainingSettings:
     cancel_grace_seconds: float
     scheduler_interval_seconds: float
     kubernetes: KubernetesSettings
-    tokens: TokenBook | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrainingSettings:
         env = Env("TRAINING", environ)
-        data_dir = env.path("DATA_DIR", Path("~/.danlu").expanduser())
-        metrics = env.int("METRICS_PORT", -1)
+        common = cls.read_common(env, port=50052, database="training.db")
         launcher = env.str("LAUNCHER", "local")
         if launcher not in LAUNCHERS:
             raise InvalidArgument.from_violations(
@@ -92,18 +81,11 @@ class TrainingSettings:
         gpus = env.int("GPUS", -1)
         gpus = detect_gpus() if gpus < 0 else gpus
         settings = cls(
-            host=env.str("HOST", "127.0.0.1"),
-            port=env.int("PORT", 50052),
-            metrics_port=None if metrics < 0 else metrics,
-            data_dir=data_dir,
-            database_url=env.str("DATABASE_URL", f"sqlite:///{data_dir}/training.db"),
-            object_store_url=env.str("OBJECT_STORE_URL", f"file://{data_dir}/objects"),
-            s3_access_key=env.str("S3_ACCESS_KEY"),
-            s3_secret_key=env.str("S3_SECRET_KEY"),
+            **common,
             registry_target=env.str("REGISTRY_TARGET", "127.0.0.1:50051"),
             registry_token=env.str("REGISTRY_TOKEN"),
             worker_control_target=env.str("WORKER_CONTROL_TARGET"),
-            worker_cache_dir=env.path("WORKER_CACHE_DIR", data_dir / "cache" / "worker"),
+            worker_cache_dir=env.path("WORKER_CACHE_DIR", common["data_dir"] / "cache" / "worker"),
             launcher=launcher,
             max_concurrent_jobs=env.int("MAX_CONCURRENT_JOBS", 1),
             gpus=gpus,
@@ -119,7 +101,6 @@ class TrainingSettings:
                 service_account=env.str("K8S_SERVICE_ACCOUNT", ""),
                 job_ttl_seconds=env.int("K8S_JOB_TTL_SECONDS", 3600),
             ),
-            tokens=env.tokens(),
         )
         settings._check(env)
         return settings
