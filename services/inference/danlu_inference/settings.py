@@ -5,7 +5,7 @@
 | DANLU_INFERENCE_HOST / _PORT | 127.0.0.1 / 50054 | where gRPC listens |
 | DANLU_INFERENCE_HTTP_PORT | unset | OpenAI-compatible HTTP endpoint (`/v1/...`) on HOST (off when unset; 0 picks a free port) |
 | DANLU_INFERENCE_METRICS_PORT | unset | Prometheus metrics HTTP port (off when unset) |
-| DANLU_INFERENCE_DATA_DIR | ~/.danlu | SQLite file and the model/adapter cache (`cache/models/<digest>`) |
+| DANLU_INFERENCE_DATA_DIR | ~/.danlu | SQLite file and the model/adapter cache (`cache/inference/models/<digest>`) |
 | DANLU_INFERENCE_DATABASE_URL | sqlite:///DATA_DIR/inference.db | SQLAlchemy URL (postgresql://...); deployments persist and are reloaded on restart |
 | DANLU_INFERENCE_REGISTRY_TARGET | 127.0.0.1:50051 | the registry's gRPC address (models and adapters are resolved and downloaded there) |
 | DANLU_INFERENCE_REGISTRY_TOKEN | unset | token for the registry; unset: the caller's own bearer token is forwarded |
