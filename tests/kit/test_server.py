@@ -89,6 +89,23 @@ def test_auth_off_refuses_public_address():
         Server([], ServerOptions(host="0.0.0.0", port=0, tokens=None))
 
 
+def test_options_from_a_services_settings(tmp_path):
+    from danlu_registry.settings import RegistrySettings
+
+    env = {
+        "DANLU_REGISTRY_DATA_DIR": str(tmp_path),
+        "DANLU_REGISTRY_HOST": "0.0.0.0",
+        "DANLU_REGISTRY_PORT": "6001",
+        "DANLU_REGISTRY_METRICS_PORT": "6002",
+        "DANLU_REGISTRY_AUTH_BOOTSTRAP_TOKEN": "tok",
+    }
+    settings = RegistrySettings.from_env(env)
+    options = ServerOptions.from_settings(settings)
+    assert (options.host, options.port, options.metrics_port) == ("0.0.0.0", 6001, 6002)
+    assert options.tokens is settings.tokens
+    assert options.grace_seconds == ServerOptions().grace_seconds
+
+
 class _Exploding(registry_service_pb2_grpc.RegistryServiceServicer):
     async def GetDataset(self, request, context):
         raise RuntimeError("secret detail /etc/danlu/credentials")

@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 
 from danlu_kit.auth import TokenBook
 from danlu_kit.interceptors import server_interceptors
+from danlu_kit.settings import ServerSettings
 
 log = logging.getLogger("danlu.server")
 
@@ -56,6 +57,16 @@ class ServerOptions:
     metrics_port: int | None = None
     grace_seconds: float = 10.0
     extra_interceptors: list[aio.ServerInterceptor] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> ServerOptions:
+        """A service run alone: where it listens, its auth and metrics port, from its settings."""
+        return cls(
+            host=settings.host,
+            port=settings.port,
+            tokens=settings.tokens,
+            metrics_port=settings.metrics_port,
+        )
 
 
 class Server:

@@ -14,13 +14,7 @@ def main() -> None:
     configure_logging()
     settings = TrainingSettings.from_env()
     component = build_training(settings)
-    options = ServerOptions(
-        host=settings.host,
-        port=settings.port,
-        tokens=settings.tokens,
-        metrics_port=settings.metrics_port,
-    )
-    asyncio.run(serve_forever([component], options))
+    asyncio.run(serve_forever([component], ServerOptions.from_settings(settings)))
 
 
 if __name__ == "__main__":
