@@ -13,7 +13,14 @@ from worker_helpers import base_spec, identity_records
 from danlu_kit.errors import FailedPrecondition, InvalidArgument
 from danlu_worker.data import IGNORE_INDEX, Batch
 from danlu_worker.engine import MasterWeights, _loss, build_optimizer
-from danlu_worker.kernels import KernelPlan, finish_model, fuse_lora, patch_model, plan_kernels
+from danlu_worker.kernels import (
+    KernelPlan,
+    finish_model,
+    fuse_lora,
+    has_windowed_layers,
+    patch_model,
+    plan_kernels,
+)
 from danlu_worker.reporter import RecordingReporter
 from danlu_worker.runner import run_assignment
 from danlu_worker.settings import WorkerSettings
@@ -110,6 +117,45 @@ def test_explicit_flash_attention_without_the_package_is_refused() -> None:
     assert plan.attention == "flex_attention"
 
 
+def test_flex_attention_builds_its_own_mask_unless_layers_are_windowed() -> None:
+    from transformers import Qwen2Config
+
+    flex = {"device": CPU, "attention": "flex_attention"}
+    assert plan_kernels("none", model_type="qwen2", **flex).packed_block_mask
+    assert not plan_kernels(
+        "none", model_type="qwen2", **flex, sliding_window=True
+    ).packed_block_mask
+    assert not plan_kernels("none", model_type="qwen2", device=CPU).packed_block_mask  # sdpa
+    assert not has_windowed_layers(Qwen2Config(num_hidden_layers=4))
+    windowed = Qwen2Config(num_hidden_layers=4, use_sliding_window=True, max_window_layers=2)
+    assert has_windowed_layers(windowed)
+
+
+def test_own_block_mask_keeps_packed_samples_apart(tiny_model_dir: Path) -> None:
+    """FlexAttention with the worker's block mask computes what SDPA computes with the mask
+    transformers derives from the positions (forward only: Flex has no CPU backward; the GPU
+    test below covers gradients), and the samples really are kept apart."""
+    from transformers import AutoModelForCausalLM
+
+    batch = _packed_batch(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir).config.vocab_size, seed=1
+    )
+    logits = {}
+    for plan in (KernelPlan(), KernelPlan(attention="flex_attention", packed_block_mask=True)):
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_model_dir, attn_implementation=plan.attention
+        ).eval()
+        inputs = plan.attention_inputs(batch.model_inputs())
+        assert ("attention_mask" in inputs) == plan.packed_block_mask
+        with torch.no_grad():
+            logits[plan.attention] = model(**inputs, use_cache=False).logits
+        if not plan.packed_block_mask:
+            with torch.no_grad():  # one sequence per row: attends across the samples
+                unpacked = model(input_ids=batch.input_ids, use_cache=False).logits
+    torch.testing.assert_close(logits["flex_attention"], logits["sdpa"], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(unpacked, logits["sdpa"], atol=1e-2)
+
+
 def test_unknown_kernel_setting_names_the_variable() -> None:
     env = {
         "DANLU_WORKER_CONTROL_TARGET": "127.0.0.1:1",
@@ -180,7 +226,7 @@ def _lora_model(model_dir: Path, device: torch.device, dtype: torch.dtype, mode:
 def _loss_and_grads(model, batch: Batch, device: torch.device, plan: KernelPlan):
     model.train()
     num_items = torch.tensor(float(batch.num_loss_tokens), device=device)
-    loss = _loss(model, batch, num_items, device, plan.loss_kwargs)
+    loss = _loss(model, batch, num_items, device, plan)
     loss.backward()
     grads = {n: p.grad.float().cpu() for n, p in model.named_parameters() if p.requires_grad}
     return loss.detach().float().cpu(), grads
@@ -332,6 +378,7 @@ def test_flex_attention_on_packed_rows_matches_sdpa_on_gpu(tiny_model_dir: Path)
         "none", model_type="qwen2", device=torch.device("cuda"), dtype=torch.bfloat16
     )
     assert plan.attention == "flex_attention"  # the GPU default without flash_attn
+    assert plan.packed_block_mask  # the worker's own mask, gradients included
     _assert_same_function(tiny_model_dir, torch.device("cuda"), torch.bfloat16, plan, rtol=2e-2)
 
 

@@ -16,7 +16,7 @@ from danlu.training.v1 import training_job_pb2 as tj
 from danlu_kit.errors import Cancelled, Unavailable
 from danlu_kit.objectstore.artifacts import read_manifest
 from danlu_worker.checkpoints import RetryPolicy
-from danlu_worker.loops._shared import StepScalars
+from danlu_worker.loops._shared import GC_EVERY_STEPS, StepScalars, collected_between_steps
 from danlu_worker.outcome import status_for_exception
 from danlu_worker.reporter import RecordingReporter
 from danlu_worker.runner import run_assignment
@@ -307,3 +307,29 @@ def test_step_scalars_keep_the_values_of_when_they_were_taken() -> None:
     tokens.zero_()
     assert scalars.values() == [2.5, 0.75, 16_777_217.0]
     assert StepScalars(1.0, float("inf")).values() == [1.0, float("inf")]
+
+
+def test_garbage_is_collected_between_steps_only() -> None:
+    """Inside the step loop's block no automatic collection runs and what lived before is
+    frozen out of collections; cyclic garbage made during the steps is collected every
+    GC_EVERY_STEPS steps; afterwards the collector is as it was."""
+    import gc
+    import weakref
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+    assert gc.isenabled()
+    with collected_between_steps() as collect:
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() > 0
+        garbage = Node()
+        gone = weakref.ref(garbage)
+        del garbage
+        collect(GC_EVERY_STEPS - 1)
+        assert gone() is not None  # not yet: no collection between due steps
+        collect(GC_EVERY_STEPS)
+        assert gone() is None
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0

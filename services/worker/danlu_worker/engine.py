@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from danlu_worker.data import Batch, to_device
+from danlu_worker.kernels import KernelPlan
 from danlu_worker.modeling import Numerics
 from danlu_worker.settings import DistributedEnv, ensure_rendezvous_env
 from danlu_worker.spec import RunConfig
@@ -203,7 +204,7 @@ class Engine:
     module: nn.Module  # the (peft / full) model, unwrapped
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    loss_kwargs: dict[str, Any]  # extra model-call arguments for the loss (the kernel plan's)
+    kernels: KernelPlan  # what the model call adds: the packed rows' block mask, loss options
 
     def forward(self, batch: Batch, num_items: torch.Tensor) -> torch.Tensor:
         """Loss of the micro-batch: its summed token losses over ``num_items`` (the step's loss
@@ -239,19 +240,19 @@ def _loss(
     batch: Batch,
     num_items: torch.Tensor,
     device: torch.device,
-    loss_kwargs: dict[str, Any],
+    kernels: KernelPlan,
 ):
     labels = to_device(batch.shift_labels, device)
     # ``labels`` only switches the model's loss on; ``shift_labels`` are the targets already
     # shifted per packed sample (see data.py). ``use_cache=False`` keeps the packed-sequence
-    # detection of transformers' masking on.
+    # detection of transformers' masking on where the plan leaves the mask to transformers.
     out = model(
-        **batch.model_inputs(device),
+        **kernels.attention_inputs(batch.model_inputs(device)),
         labels=labels,
         shift_labels=labels,
         num_items_in_batch=num_items,
         use_cache=False,
-        **loss_kwargs,
+        **kernels.loss_kwargs,
     )
     return out.loss
 
@@ -269,10 +270,10 @@ class TorchEngine(Engine):
         *,
         total_steps: int,
         dist_env: DistributedEnv,
-        loss_kwargs: dict[str, Any] | None = None,
+        kernels: KernelPlan = KernelPlan(),
     ) -> None:
         self.module = model
-        self.loss_kwargs = loss_kwargs or {}
+        self.kernels = kernels
         self.numerics = numerics
         self.max_grad_norm = cfg.max_grad_norm
         groups = parameter_groups(model, cfg.weight_decay)
@@ -298,7 +299,7 @@ class TorchEngine(Engine):
             dtype=self.numerics.compute_dtype,
             enabled=self.autocast,
         ):
-            return _loss(self._model, batch, num_items, self.numerics.device, self.loss_kwargs)
+            return _loss(self._model, batch, num_items, self.numerics.device, self.kernels)
 
     def backward(self, loss: torch.Tensor, *, boundary: bool) -> None:
         sync = contextlib.nullcontext()
@@ -353,11 +354,11 @@ class DeepSpeedEngine(Engine):
         total_steps: int,
         ds_config: dict[str, Any],
         exclude_frozen: bool,
-        loss_kwargs: dict[str, Any] | None = None,
+        kernels: KernelPlan = KernelPlan(),
     ) -> None:
         import deepspeed
 
-        self.loss_kwargs = loss_kwargs or {}
+        self.kernels = kernels
 
         groups = parameter_groups(model, cfg.weight_decay)
         # With offload the config names DeepSpeed's own (CPU) AdamW; otherwise ours.
@@ -378,7 +379,7 @@ class DeepSpeedEngine(Engine):
         self.exclude_frozen = exclude_frozen
 
     def forward(self, batch: Batch, num_items: torch.Tensor) -> torch.Tensor:
-        return _loss(self.engine, batch, num_items, self.engine.device, self.loss_kwargs)
+        return _loss(self.engine, batch, num_items, self.engine.device, self.kernels)
 
     def backward(self, loss: torch.Tensor, *, boundary: bool) -> None:
         # The loss is already normalised over the whole step: no extra 1/GAS scaling.

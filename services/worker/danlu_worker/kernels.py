@@ -19,7 +19,10 @@ flash-attention 2 on a GPU where ``flash_attn`` is installed, else FlexAttention
 runs on a GPU — its block mask skips the blocks between packed samples, which SDPA's dense
 mask computes: +19% tokens/s for LoRA 1.5B on an H100 — and PyTorch SDPA on CPU),
 ``sdpa``, ``flex_attention``, ``flash_attention_2`` or ``eager``. All of them honour packed
-rows (positions restarting per sample, no cross-sample attention; see ``data``).
+rows (positions restarting per sample, no cross-sample attention; see ``data``). With
+FlexAttention the worker builds the block mask itself from the position ids
+(:func:`block_mask_for_packed_rows`); left to transformers, its packed-row detection makes the host
+wait for the GPU once per micro-batch (3-4.6 ms of idle GPU each time on an H100/H200).
 
 None of them changes what is learned: ``tests/worker/test_kernels.py`` compares each with the
 reference model (losses and gradients within tolerance). ``benchmarks/train_throughput.py``
@@ -58,6 +61,14 @@ class KernelPlan:
     fused_loss: bool = False  # Liger fused linear + cross-entropy
     fused_lora: bool = False  # LoRA's scale-and-add in the addmm epilogue
     compile_layers: bool = False  # torch.compile per decoder layer
+    packed_block_mask: bool = False  # FlexAttention's mask for packed rows built here
+
+    def attention_inputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """``inputs`` for the model call, with the packed rows' block mask when the plan
+        builds it (rows with an attention mask are padded, not packed: transformers' mask)."""
+        if not self.packed_block_mask or "position_ids" not in inputs or "attention_mask" in inputs:
+            return inputs
+        return {**inputs, "attention_mask": block_mask_for_packed_rows(inputs["position_ids"])}
 
     def describe(self) -> str:
         parts = [f"{self.attention} attention"] + [
@@ -67,6 +78,7 @@ class KernelPlan:
                 (self.fused_loss, "fused linear+cross-entropy"),
                 (self.fused_lora, "fused LoRA add"),
                 (self.compile_layers, "compiled decoder layers"),
+                (self.packed_block_mask, "packed-row block mask"),
             )
             if on
         ]
@@ -125,18 +137,24 @@ def plan_kernels(
     dtype: torch.dtype = torch.float32,
     attention: str = "auto",
     zero3: bool = False,
+    sliding_window: bool = False,
 ) -> KernelPlan:
     """The plan for ``mode`` (one of :data:`KERNEL_MODES`). An explicit ``liger`` or
     ``compile`` that cannot apply fails before training (FAILED_PRECONDITION) rather than
     silently running slower; ``auto`` falls back to ``none``. Under ZeRO-3 the fused loss and
     the fused LoRA are left out: they read weights outside their modules' forward (the head's,
-    the adapters' and the base layer's), where ZeRO-3 has not gathered them."""
+    the adapters' and the base layer's), where ZeRO-3 has not gathered them.
+
+    With FlexAttention the worker builds the packed rows' block mask, unless the model has
+    ``sliding_window`` layers (or other non-full ones, see :func:`has_windowed_layers`): a
+    ready mask would replace their windowed masks too."""
     if mode not in KERNEL_MODES:
         raise FailedPrecondition(
             message=f"unknown kernel mode {mode!r}; expected one of {', '.join(KERNEL_MODES)}",
             reason="KERNELS_UNAVAILABLE",
         )
     attn = plan_attention(attention, device, dtype)
+    block_mask = attn == "flex_attention" and not sliding_window
     on_gpu = device.type == "cuda"
     liger = on_gpu and liger_supports(model_type)
     fused_loss = liger and not zero3
@@ -144,12 +162,13 @@ def plan_kernels(
     if mode == "auto":
         return KernelPlan(
             attention=attn,
+            packed_block_mask=block_mask,
             liger_layers=liger,
             fused_loss=fused_loss,
             fused_lora=on_gpu and fused_lora,
         )
     if mode == "none":
-        return KernelPlan(attention=attn)
+        return KernelPlan(attention=attn, packed_block_mask=block_mask)
     if mode == "liger":
         if not liger:
             raise FailedPrecondition(
@@ -158,10 +177,56 @@ def plan_kernels(
                 reason="KERNELS_UNAVAILABLE",
             )
         return KernelPlan(
-            attention=attn, liger_layers=True, fused_loss=fused_loss, fused_lora=fused_lora
+            attention=attn,
+            packed_block_mask=block_mask,
+            liger_layers=True,
+            fused_loss=fused_loss,
+            fused_lora=fused_lora,
         )
     return KernelPlan(  # compile
-        attention=attn, fused_loss=fused_loss, fused_lora=fused_lora, compile_layers=True
+        attention=attn,
+        packed_block_mask=block_mask,
+        fused_loss=fused_loss,
+        fused_lora=fused_lora,
+        compile_layers=True,
+    )
+
+
+def has_windowed_layers(config: Any) -> bool:
+    """The model has attention layers other than full causal ones (sliding-window, chunked,
+    linear), whose masks transformers must build: per ``layer_types`` where the config
+    lists them, else by a ``sliding_window`` it uses."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return any(kind != "full_attention" for kind in layer_types)
+    return getattr(config, "sliding_window", None) is not None and getattr(
+        config, "use_sliding_window", True
+    )
+
+
+def block_mask_for_packed_rows(position_ids: torch.Tensor) -> Any:
+    """FlexAttention's ``BlockMask`` for packed rows: causal attention within each sample.
+
+    A sample starts where its position is 0 (``data.collate`` restarts positions per sample,
+    padding included), so a running count of zeros numbers the samples. Built on the
+    device from tensors already there: nothing waits for the GPU (transformers' own
+    detection tests ``.all()`` in Python, which does)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    samples = (position_ids == 0).cumsum(-1)
+
+    def same_sample_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
+        return (q >= kv) & (samples[b, q] == samples[b, kv])
+
+    rows, length = position_ids.shape
+    return create_block_mask(
+        same_sample_causal,
+        B=rows,
+        H=None,
+        Q_LEN=length,
+        KV_LEN=length,
+        device=position_ids.device,
+        _compile=True,  # as transformers does: no rows x length x length mask in memory
     )
 
 
@@ -283,6 +348,16 @@ class LoraLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         hidden = x2 @ a.t()  # (tokens, r)
+        ctx.save_for_backward(x2, weight, a, b, hidden)
+        ctx.scale = scale
+        ctx.input_shape = x.shape
+        if torch.compiler.is_compiling():
+            # In a compiled graph, writes into a fresh tensor become copies (17.8 ms of
+            # device-to-device copies per step on an H200); inductor fuses the add instead.
+            return (
+                torch.nn.functional.linear(x, weight, bias)
+                + (hidden @ b.t()).view(*x.shape[:-1], -1) * scale
+            )
         # Written through a 2-D view of ``out``, and ``out`` returned: a Function's output
         # that is a view (as ``linear``'s 3-D result with a bias is) can never be modified
         # in place by the layers after it.
@@ -293,9 +368,6 @@ class LoraLinear(torch.autograd.Function):
         else:
             torch.addmm(bias, x2, weight.t(), out=out2)
         out2.addmm_(hidden, b.t(), alpha=scale)
-        ctx.save_for_backward(x2, weight, a, b, hidden)
-        ctx.scale = scale
-        ctx.input_shape = x.shape
         return out
 
     @staticmethod
@@ -303,13 +375,18 @@ class LoraLinear(torch.autograd.Function):
         x2, weight, a, b, hidden = ctx.saved_tensors
         dy = grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_a = None
+        compiling = torch.compiler.is_compiling()  # functional there, as in the forward
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
-            d_hidden = (dy @ b).mul_(ctx.scale)  # (tokens, r)
+            d_hidden = (dy @ b) * ctx.scale  # (tokens, r)
             if ctx.needs_input_grad[0]:
-                grad_x = (dy @ weight).addmm_(d_hidden, a).view(ctx.input_shape)
+                if compiling:
+                    grad_x = dy @ weight + d_hidden @ a
+                else:
+                    grad_x = (dy @ weight).addmm_(d_hidden, a)
+                grad_x = grad_x.view(ctx.input_shape)
             if ctx.needs_input_grad[3]:
                 grad_a = d_hidden.t() @ x2
-        grad_b = torch.mm(dy.t(), hidden).mul_(ctx.scale) if ctx.needs_input_grad[4] else None
+        grad_b = (dy.t() @ hidden) * ctx.scale if ctx.needs_input_grad[4] else None
         return grad_x, None, None, grad_a, grad_b, None
 
 

@@ -6,6 +6,7 @@
 - :func:`kernel_plan`: the run's attention implementation and fused kernels.
 - :func:`step_batches`: the micro-batches of one optimizer step and their loss-token count.
 - :class:`StepScalars`: a step's loss, gradient norm and token count, read without a wait.
+- :func:`collected_between_steps`: Python's garbage collector kept out of the steps.
 - :func:`evaluate`: evaluation prompts and validation loss at a step.
 - :class:`CheckpointPublisher`: write a checkpoint locally (weights by the loop, state by the
   engine, RNG and trainer state here), publish it, commit it, apply the keep policy locally.
@@ -13,11 +14,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,7 +63,7 @@ from danlu_worker.engine import (
     init_distributed,
 )
 from danlu_worker.evaluation import answer_prompts, validation_loss
-from danlu_worker.kernels import KernelPlan, eager, plan_kernels
+from danlu_worker.kernels import KernelPlan, eager, has_windowed_layers, plan_kernels
 from danlu_worker.metrics import ThroughputMeter
 from danlu_worker.modeling import Numerics, load_tokenizer, resolve_numerics
 from danlu_worker.settings import DistributedEnv
@@ -162,13 +165,15 @@ def kernel_plan(run: RunContext, setup: Setup, *, dtype: torch.dtype, zero3: boo
     """The run's attention implementation and fused kernels, for the base model's type."""
     from transformers import AutoConfig
 
+    config = AutoConfig.from_pretrained(run.model_dir)
     return plan_kernels(
         run.kernels,
-        model_type=AutoConfig.from_pretrained(run.model_dir).model_type,
+        model_type=config.model_type,
         device=setup.numerics.device,
         dtype=dtype,
         attention=run.attention,
         zero3=zero3,
+        sliding_window=has_windowed_layers(config),
     )
 
 
@@ -283,6 +288,36 @@ class FinishedStep:
     epoch: float
     learning_rate: float
     scalars: StepScalars  # loss, gradient norm, real tokens
+
+
+# How often the loop collects Python's garbage itself (see collected_between_steps).
+GC_EVERY_STEPS = 50
+
+
+@contextlib.contextmanager
+def collected_between_steps() -> Iterator[Callable[[int], None]]:
+    """Python's cyclic garbage collector out of the step loop's way, as torchtitan and
+    Megatron do: a collection may start at any allocation and walks the objects of its
+    generations (the oldest one: the model's modules, the tokenised data, every imported
+    library), holding the host while the GPU runs dry of queued kernels. Inside the block the
+    objects alive at its start are frozen out of collections, automatic collection is off,
+    and the yielded function collects everything newer every :data:`GC_EVERY_STEPS` steps,
+    when the host is ahead of the GPU."""
+    gc.collect()
+    gc.freeze()
+    was_enabled = gc.isenabled()
+    gc.disable()
+
+    def collect(step: int) -> None:
+        if step % GC_EVERY_STEPS == 0:
+            gc.collect()
+
+    try:
+        yield collect
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
 
 
 def raise_if_cancelled(run: RunContext, setup: Setup) -> None:
@@ -465,68 +500,73 @@ def train_steps(
 
     upcoming: StepData | None = None  # collated during the previous step
     unsettled: FinishedStep | None = None  # the previous step, its numbers still in flight
-    while step < setup.total_steps:
-        raise_if_cancelled(run, setup)
-        current = upcoming or step_batches(run, setup, stream)
-        learning_rate = engine.learning_rate  # the rate this step uses
-        step_loss = torch.zeros((), device=numerics.device)
-        for i, batch in enumerate(current.batches):
-            if i:
-                raise_if_cancelled(run, setup)
-            loss = engine.forward(batch, current.num_items)
-            engine.backward(loss, boundary=i == len(current.batches) - 1)
-            step_loss += loss.detach().float()
-        if unsettled is not None:  # its numbers arrived while this step was queued
-            report(settle(unsettled))
-            unsettled = None
-        # Collate the next step while the GPU still works through this one's backward.
-        # (DeepSpeed's backward applies the update itself, so there the collation follows it.)
-        upcoming = step_batches(run, setup, stream) if step + 1 < setup.total_steps else None
-        grad_norm = engine.optimizer_step()
-        step += 1
-        done = FinishedStep(
-            step=step,
-            epoch=current.epochs_done,
-            learning_rate=learning_rate,
-            scalars=StepScalars(all_reduce_mean(step_loss), grad_norm, current.tokens),
-        )
-
-        last = step == setup.total_steps
-        checkpoint_due = step % cfg.checkpoint_every_n_steps == 0 or last
-        answers_due = last or (
-            step % cfg.eval_every_n_steps == 0 if cfg.eval_every_n_steps else checkpoint_due
-        )
-        if not (checkpoint_due or answers_due):
-            unsettled = done  # read during the next step: no wait for the GPU here
-            continue
-        metrics = settle(done)
-        raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
-        with eager():  # compiled layers would recompile at every generated length
-            answers, validation = evaluate(
-                run,
-                setup,
-                engine.module,
-                step=step,
-                answers_due=answers_due,
-                validation_due=checkpoint_due,
-                zero3=zero3,
-            )
-        if validation is not None:
-            metrics.validation_loss = validation
-        report(metrics, due=checkpoint_due or last)
-        if checkpoint_due:
-            record = CheckpointRecord(
+    with collected_between_steps() as collect_garbage:
+        while step < setup.total_steps:
+            raise_if_cancelled(run, setup)
+            current = upcoming or step_batches(run, setup, stream)
+            learning_rate = engine.learning_rate  # the rate this step uses
+            step_loss = torch.zeros((), device=numerics.device)
+            for i, batch in enumerate(current.batches):
+                if i:
+                    raise_if_cancelled(run, setup)
+                loss = engine.forward(batch, current.num_items)
+                engine.backward(loss, boundary=i == len(current.batches) - 1)
+                step_loss += loss.detach().float()
+            if unsettled is not None:  # its numbers arrived while this step was queued
+                report(settle(unsettled))
+                unsettled = None
+            # Collate the next step while the GPU still works through this one's backward.
+            # (DeepSpeed's backward applies the update itself, so there the collation follows it.)
+            upcoming = step_batches(run, setup, stream) if step + 1 < setup.total_steps else None
+            grad_norm = engine.optimizer_step()
+            step += 1
+            collect_garbage(step)  # the GPU has the whole step queued
+            done = FinishedStep(
                 step=step,
                 epoch=current.epochs_done,
-                train_loss=sum(losses) / len(losses),
-                validation_loss=validation,
-                answers=answers,
+                learning_rate=learning_rate,
+                scalars=StepScalars(all_reduce_mean(step_loss), grad_norm, current.tokens),
             )
-            publisher.publish(
-                record=record, position=current.position, engine=engine, write_weights=write_weights
+
+            last = step == setup.total_steps
+            checkpoint_due = step % cfg.checkpoint_every_n_steps == 0 or last
+            answers_due = last or (
+                step % cfg.eval_every_n_steps == 0 if cfg.eval_every_n_steps else checkpoint_due
             )
-            losses.clear()
-        meter.restart_clock()
+            if not (checkpoint_due or answers_due):
+                unsettled = done  # read during the next step: no wait for the GPU here
+                continue
+            metrics = settle(done)
+            raise_if_cancelled(run, setup)  # a cancelled run commits nothing more
+            with eager():  # compiled layers would recompile at every generated length
+                answers, validation = evaluate(
+                    run,
+                    setup,
+                    engine.module,
+                    step=step,
+                    answers_due=answers_due,
+                    validation_due=checkpoint_due,
+                    zero3=zero3,
+                )
+            if validation is not None:
+                metrics.validation_loss = validation
+            report(metrics, due=checkpoint_due or last)
+            if checkpoint_due:
+                record = CheckpointRecord(
+                    step=step,
+                    epoch=current.epochs_done,
+                    train_loss=sum(losses) / len(losses),
+                    validation_loss=validation,
+                    answers=answers,
+                )
+                publisher.publish(
+                    record=record,
+                    position=current.position,
+                    engine=engine,
+                    write_weights=write_weights,
+                )
+                losses.clear()
+            meter.restart_clock()
 
 
 def make_engine(
@@ -550,7 +590,7 @@ def make_engine(
             total_steps=setup.total_steps,
             ds_config=ds_config,
             exclude_frozen=exclude_frozen,
-            loss_kwargs=kernels.loss_kwargs,
+            kernels=kernels,
         )
     return TorchEngine(
         model,
@@ -558,5 +598,5 @@ def make_engine(
         setup.numerics,
         total_steps=setup.total_steps,
         dist_env=run.dist,
-        loss_kwargs=kernels.loss_kwargs,
+        kernels=kernels,
     )
