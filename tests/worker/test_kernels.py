@@ -102,6 +102,20 @@ def test_auto_uses_no_kernels_on_cpu() -> None:
     assert plan.describe() == "sdpa attention"
 
 
+def test_auto_compiles_bf16_gpu_runs_without_deepspeed() -> None:
+    """What ``auto`` picks on a GPU (planning only: nothing runs on the device)."""
+    gpu = torch.device("cuda")
+    plan = plan_kernels("auto", model_type="qwen2", device=gpu, dtype=torch.bfloat16)
+    assert plan.compile_layers and plan.fused_lora and not plan.liger_layers
+    for other in (
+        {"dtype": torch.bfloat16, "deepspeed": True},  # DeepSpeed: not measured compiled
+        {"dtype": torch.float16},
+        {"dtype": torch.float32},
+    ):
+        plan = plan_kernels("auto", model_type="qwen2", device=gpu, **other)
+        assert not plan.compile_layers, other
+
+
 def test_explicit_liger_without_a_gpu_is_refused() -> None:
     with pytest.raises(FailedPrecondition) as err:
         plan_kernels("liger", model_type="qwen2", device=CPU)
@@ -328,6 +342,24 @@ def test_fused_lora_autograd_matches_peft(bias: bool) -> None:
     out = layer(x)
     out.mul_(2)  # not a view of the Function's internals: later in-place ops are allowed
     torch.testing.assert_close(out, 2 * expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainable_bias", [False, True], ids=["LoraLinear", "lora_addmm"])
+def test_compiled_fused_lora_matches_peft(trainable_bias: bool) -> None:
+    """Inside a compiled graph both fused forms switch to plain adds (in-place writes become
+    copies there); output and gradients stay peft's. A trainable base bias sends the layer
+    to :func:`lora_addmm` instead of :class:`LoraLinear`."""
+    layer = _lora_layer()
+    layer.base_layer.bias.requires_grad_(trainable_bias)
+    x = torch.randn(2, 5, 24, dtype=torch.float64)
+    expected, expected_grads, _ = _forward_backward(layer, x)
+    fuse_lora(layer)
+    out, grads, _ = _forward_backward(torch.compile(layer), x)
+    torch.testing.assert_close(out, expected)
+    assert len(grads) == len(expected_grads) == 3 + trainable_bias
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_fused_lora_with_dropout_falls_back_to_the_addmm_forward() -> None:

@@ -161,7 +161,9 @@ def setup_run(run: RunContext) -> Setup:
     )
 
 
-def kernel_plan(run: RunContext, setup: Setup, *, dtype: torch.dtype, zero3: bool) -> KernelPlan:
+def kernel_plan(
+    run: RunContext, setup: Setup, *, dtype: torch.dtype, deepspeed: bool, zero3: bool
+) -> KernelPlan:
     """The run's attention implementation and fused kernels, for the base model's type."""
     from transformers import AutoConfig
 
@@ -172,6 +174,7 @@ def kernel_plan(run: RunContext, setup: Setup, *, dtype: torch.dtype, zero3: boo
         device=setup.numerics.device,
         dtype=dtype,
         attention=run.attention,
+        deepspeed=deepspeed,
         zero3=zero3,
         sliding_window=has_windowed_layers(config),
     )

@@ -65,7 +65,7 @@ def train(run: RunContext) -> None:
     resume_weights = run.resume_dir if (run.resume_dir and ds_config is None) else None
     sixteen_bit = ds_config is not None or numerics.precision == "bf16"
     dtype = numerics.compute_dtype if sixteen_bit else torch.float32
-    kernels = kernel_plan(run, setup, dtype=dtype, zero3=zero3)
+    kernels = kernel_plan(run, setup, dtype=dtype, deepspeed=ds_config is not None, zero3=zero3)
     model = load_causal_lm(
         resume_weights or run.model_dir,
         numerics,

@@ -64,7 +64,9 @@ def train(run: RunContext) -> None:
     keep_alive = hf_deepspeed_config(ds_config) if zero3 else None  # noqa: F841
 
     # 3. The frozen base model.
-    kernels = kernel_plan(run, setup, dtype=numerics.compute_dtype, zero3=zero3)
+    kernels = kernel_plan(
+        run, setup, dtype=numerics.compute_dtype, deepspeed=ds_config is not None, zero3=zero3
+    )
     model = load_causal_lm(
         run.model_dir,
         numerics,
