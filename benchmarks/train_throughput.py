@@ -10,7 +10,9 @@ Qwen2.5-0.5B-shaped model, and the LoRA case under DeepSpeed ZeRO-2. Runners (``
                each batch (``DataCollatorForSeq2Seq``), per-device batch 4, no gradient
                checkpointing (kinder to the baseline than the docs' usual ``True``).
 ``danlu[:K[:A]]``  the real worker (``danlu_worker.runner.run_assignment``) with kernel mode K
-               (``auto`` by default; ``liger``, ``compile``, ``none``) and attention A
+               (``auto`` by default, which is ``compile`` for BF16 on a GPU without
+               DeepSpeed and ``liger`` under DeepSpeed; ``liger``, ``compile``, ``none``
+               explicitly) and attention A
                (``auto``, ``sdpa``, ``flex_attention``...): packed rows of 2,048 tokens,
                micro-batch 8, no gradient checkpointing.
 
