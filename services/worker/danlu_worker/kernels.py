@@ -14,7 +14,7 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
 ``auto``     (default) ``compile`` for BF16 runs on a CUDA GPU without DeepSpeed (with
              Liger's fused loss where liger-kernel knows the model type): it beat ``liger``
              in the same call by 5% (LoRA 1.5B), 20% (QLoRA 1.5B) and 27% (full 0.5B) on an
-             H100, for about 45 s of compiling at the start of a job. Under DeepSpeed (not
+             H100, for 15-50 s of compiling at the start of a job. Under DeepSpeed (not
              measured compiled) and for FP16, ``liger`` where liger-kernel is installed and
              knows the model type; ``none`` elsewhere (CPU training, unknown architectures).
 
