@@ -426,12 +426,17 @@ def test_compiled_layers_match_eager_on_gpu(tiny_model_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_worker_with_compiled_layers_trains_like_eager(make_assignment, store, cache_dir) -> None:
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_worker_with_compiled_layers_trains_like_eager(
+    make_assignment, store, cache_dir, checkpointing: bool
+) -> None:
     """The whole worker (evaluation answers included, run eagerly) with ``compile``: the same
-    losses as without, step by step."""
+    losses as without, step by step; also with gradient checkpointing (the spec's default,
+    so what ``auto`` compiles on a GPU unless the job turns it off)."""
     losses = {}
     spec = base_spec(max_steps=4)
     spec.lora.dropout = 0.0  # compiled dropout draws other random numbers than eager's
+    spec.optimization.gradient_checkpointing = checkpointing
     for mode in ("none", "compile"):
         reporter = RecordingReporter()
         run_assignment(
