@@ -102,18 +102,25 @@ def test_auto_uses_no_kernels_on_cpu() -> None:
     assert plan.describe() == "sdpa attention"
 
 
-def test_auto_compiles_bf16_gpu_runs_without_deepspeed() -> None:
-    """What ``auto`` picks on a GPU (planning only: nothing runs on the device)."""
+def test_auto_compiles_bf16_gpu_runs_without_deepspeed(monkeypatch) -> None:
+    """What ``auto`` picks on a GPU (planning only: nothing runs on the device; liger-kernel,
+    GPU-only, is taken to know Qwen2 and nothing else)."""
+    import danlu_worker.kernels as kernels
+
+    monkeypatch.setattr(kernels, "liger_supports", lambda model_type: model_type == "qwen2")
     gpu = torch.device("cuda")
     plan = plan_kernels("auto", model_type="qwen2", device=gpu, dtype=torch.bfloat16)
-    assert plan.compile_layers and plan.fused_lora and not plan.liger_layers
+    assert plan.compile_layers and plan.fused_lora and plan.fused_loss
+    assert not plan.liger_layers  # inductor fuses the norms and activations itself
     for other in (
         {"dtype": torch.bfloat16, "deepspeed": True},  # DeepSpeed: not measured compiled
         {"dtype": torch.float16},
         {"dtype": torch.float32},
+        {"dtype": torch.bfloat16, "model_type": "custom_lm"},  # unknown architecture
     ):
-        plan = plan_kernels("auto", model_type="qwen2", device=gpu, **other)
+        plan = plan_kernels("auto", **{"model_type": "qwen2", "device": gpu, **other})
         assert not plan.compile_layers, other
+    assert plan_kernels("auto", model_type="qwen2", device=gpu, dtype=torch.float16).liger_layers
 
 
 def test_explicit_liger_without_a_gpu_is_refused() -> None:
@@ -137,22 +144,36 @@ def test_flex_attention_builds_its_own_mask_unless_layers_are_windowed() -> None
     flex = {"device": CPU, "attention": "flex_attention"}
     assert plan_kernels("none", model_type="qwen2", **flex).packed_block_mask
     assert not plan_kernels(
-        "none", model_type="qwen2", **flex, sliding_window=True
+        "none", model_type="qwen2", **flex, windowed_layers=True
     ).packed_block_mask
     assert not plan_kernels("none", model_type="qwen2", device=CPU).packed_block_mask  # sdpa
     assert not has_windowed_layers(Qwen2Config(num_hidden_layers=4))
     windowed = Qwen2Config(num_hidden_layers=4, use_sliding_window=True, max_window_layers=2)
     assert has_windowed_layers(windowed)
+    from transformers import Gemma3Config  # multimodal: the windows are in its text config
+
+    assert has_windowed_layers(Gemma3Config())
 
 
 def test_own_block_mask_keeps_packed_samples_apart(tiny_model_dir: Path) -> None:
     """FlexAttention with the worker's block mask computes what SDPA computes with the mask
     transformers derives from the positions (forward only: Flex has no CPU backward; the GPU
-    test below covers gradients), and the samples really are kept apart."""
+    test below covers gradients), and the samples really are kept apart. The rows span
+    several 128-token blocks, with samples crossing block edges, a length that is not a
+    multiple of 128 and, in the shorter row, padding (its own "sample", as collated)."""
     from transformers import AutoModelForCausalLM
 
-    batch = _packed_batch(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir).config.vocab_size, seed=1
+    vocab = AutoModelForCausalLM.from_pretrained(tiny_model_dir).config.vocab_size
+    rows = [(200, 75, 25), (130, 90, 80)]  # the second row's 80: padding
+    positions = torch.stack([torch.cat([torch.arange(n) for n in row]) for row in rows])
+    batch = Batch(
+        input_ids=torch.randint(
+            3, vocab, positions.shape, generator=torch.Generator().manual_seed(0)
+        ),
+        shift_labels=torch.full(positions.shape, IGNORE_INDEX),
+        position_ids=positions,
+        attention_mask=None,
+        num_tokens=positions.numel() - 80,
     )
     logits = {}
     for plan in (KernelPlan(), KernelPlan(attention="flex_attention", packed_block_mask=True)):

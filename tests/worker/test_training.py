@@ -331,5 +331,10 @@ def test_garbage_is_collected_between_steps_only() -> None:
         assert gone() is not None  # not yet: no collection between due steps
         collect(GC_EVERY_STEPS)
         assert gone() is None
+        garbage = Node()
+        gone = weakref.ref(garbage)
+        del garbage
+        collect(GC_EVERY_STEPS + 1, settled=True)  # after evaluation or a checkpoint
+        assert gone() is None
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0

@@ -13,7 +13,8 @@
    of ``max_length`` tokens. ``position_ids`` restart at 0 for every sample and no attention
    mask is passed: transformers (``masking_utils.find_packed_sequence_indices``, 5.x) then
    builds a block-diagonal causal mask for SDPA/eager and uses variable-length kernels for
-   flash-attention, so a packed sample never attends to its neighbour. This needs
+   flash-attention, so a packed sample never attends to its neighbour (for FlexAttention
+   the worker builds that mask itself: ``kernels.block_mask_for_packed_rows``). This needs
    ``use_cache=False`` in the forward pass (with a cache, transformers skips the detection):
    the loops pass it. Labels are shifted **per sample** (``shift_labels``), so the last token
    of one sample is never trained to predict the first token of the next, and a packed row's

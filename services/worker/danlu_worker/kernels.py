@@ -11,12 +11,13 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
 ``compile``  ``torch.compile`` of each decoder layer (inductor fuses the norms, activations
              and casts), the fused LoRA add and Liger's fused linear + cross-entropy.
 ``none``     the model as transformers builds it.
-``auto``     (default) ``compile`` for BF16 runs on a CUDA GPU without DeepSpeed (with
-             Liger's fused loss where liger-kernel knows the model type): it beat ``liger``
+``auto``     (default) ``compile`` for BF16 runs on a CUDA GPU without DeepSpeed, for the
+             model types liger-kernel knows (mainstream decoder LMs; its fused loss
+             included): it beat ``liger``
              in the same call by 5% (LoRA 1.5B), 20% (QLoRA 1.5B) and 27% (full 0.5B) on an
              H100, for 15-50 s of compiling at the start of a job. Under DeepSpeed (not
-             measured compiled) and for FP16, ``liger`` where liger-kernel is installed and
-             knows the model type; ``none`` elsewhere (CPU training, unknown architectures).
+             measured compiled) and for FP16, ``liger`` for those model types; ``none``
+             elsewhere (CPU training, unknown architectures).
 
 ``DANLU_WORKER_ATTENTION`` picks transformers' attention implementation: ``auto`` (default:
 flash-attention 2 on a GPU where ``flash_attn`` is installed, else FlexAttention for 16-bit
@@ -35,6 +36,7 @@ measures them against each other and against Hugging Face's Trainer.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -142,7 +144,7 @@ def plan_kernels(
     attention: str = "auto",
     zero3: bool = False,
     deepspeed: bool = False,
-    sliding_window: bool = False,
+    windowed_layers: bool = False,
 ) -> KernelPlan:
     """The plan for ``mode`` (one of :data:`KERNEL_MODES`). An explicit ``liger`` or
     ``compile`` that cannot apply fails before training (FAILED_PRECONDITION) rather than
@@ -152,20 +154,20 @@ def plan_kernels(
     the adapters' and the base layer's), where ZeRO-3 has not gathered them.
 
     With FlexAttention the worker builds the packed rows' block mask, unless the model has
-    ``sliding_window`` layers (or other non-full ones, see :func:`has_windowed_layers`): a
-    ready mask would replace their windowed masks too."""
+    ``windowed_layers`` (sliding-window or other non-full attention, see
+    :func:`has_windowed_layers`): a ready mask would replace their windowed masks too."""
     if mode not in KERNEL_MODES:
         raise FailedPrecondition(
             message=f"unknown kernel mode {mode!r}; expected one of {', '.join(KERNEL_MODES)}",
             reason="KERNELS_UNAVAILABLE",
         )
     attn = plan_attention(attention, device, dtype)
-    block_mask = attn == "flex_attention" and not sliding_window
+    block_mask = attn == "flex_attention" and not windowed_layers
     on_gpu = device.type == "cuda"
     liger = on_gpu and liger_supports(model_type)
     fused_loss = liger and not zero3
     fused_lora = not zero3
-    if mode == "auto" and on_gpu and dtype == torch.bfloat16 and not deepspeed:
+    if mode == "auto" and liger and dtype == torch.bfloat16 and not deepspeed:
         mode = "compile"  # measured fastest there (see the module's docstring)
     if mode == "auto":
         return KernelPlan(
@@ -202,8 +204,13 @@ def plan_kernels(
 
 def has_windowed_layers(config: Any) -> bool:
     """The model has attention layers other than full causal ones (sliding-window, chunked,
-    linear), whose masks transformers must build: per ``layer_types`` where the config
-    lists them, else by a ``sliding_window`` it uses."""
+    linear), whose masks transformers must build. Multimodal configs (Gemma 3, Llama 4)
+    keep them in their text config."""
+    return any(_windowed(c) for c in (config, config.get_text_config(decoder=True)))
+
+
+def _windowed(config: Any) -> bool:
+    """Per ``layer_types`` where the config lists them, else by a ``sliding_window`` it uses."""
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None:
         return any(kind != "full_attention" for kind in layer_types)
@@ -219,23 +226,25 @@ def block_mask_for_packed_rows(position_ids: torch.Tensor) -> Any:
     padding included), so a running count of zeros numbers the samples. Built on the
     device from tensors already there: nothing waits for the GPU (transformers' own
     detection tests ``.all()`` in Python, which does)."""
-    from torch.nn.attention.flex_attention import create_block_mask
-
     samples = (position_ids == 0).cumsum(-1)
 
     def same_sample_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
         return (q >= kv) & (samples[b, q] == samples[b, kv])
 
     rows, length = position_ids.shape
-    return create_block_mask(
-        same_sample_causal,
-        B=rows,
-        H=None,
-        Q_LEN=length,
-        KV_LEN=length,
-        device=position_ids.device,
-        _compile=True,  # as transformers does: no rows x length x length mask in memory
+    return _compiled_create_block_mask()(
+        same_sample_causal, B=rows, H=None, Q_LEN=length, KV_LEN=length, device=position_ids.device
     )
+
+
+@functools.cache
+def _compiled_create_block_mask() -> Any:
+    """``create_block_mask`` compiled, as transformers builds its masks (its ``_compile=True``
+    is this, deprecated): the mask is evaluated block by block, never as a
+    rows x length x length tensor."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    return torch.compile(create_block_mask)
 
 
 def patch_model(model: Any, plan: KernelPlan) -> None:
@@ -343,7 +352,8 @@ class LoraLinear(torch.autograd.Function):
     Through autograd the input's gradient would be two full-size tensors, ``dy W`` from the
     base layer and ``dh A`` from the adapter, summed by a separate kernel (for ``down_proj``
     of a 1.5B model that is 0.9 GB of memory traffic per layer and micro-batch); here
-    ``dh A`` is added in place into ``dy W`` by the matmul itself.
+    ``dh A`` is added in place into ``dy W`` by the matmul itself. Inside a compiled graph
+    both directions use plain adds instead, which inductor fuses with their neighbours.
     """
 
     @staticmethod

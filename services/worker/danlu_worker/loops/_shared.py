@@ -176,7 +176,7 @@ def kernel_plan(
         attention=run.attention,
         deepspeed=deepspeed,
         zero3=zero3,
-        sliding_window=has_windowed_layers(config),
+        windowed_layers=has_windowed_layers(config),
     )
 
 
@@ -305,14 +305,16 @@ def collected_between_steps() -> Iterator[Callable[[int], None]]:
     library), holding the host while the GPU runs dry of queued kernels. Inside the block the
     objects alive at its start are frozen out of collections, automatic collection is off,
     and the yielded function collects everything newer every :data:`GC_EVERY_STEPS` steps,
-    when the host is ahead of the GPU."""
+    when the host is ahead of the GPU, and whenever the loop says the host waited for the
+    GPU anyway (``settled``: after evaluation and checkpoints, whose generation and saving
+    leave garbage of their own)."""
     gc.collect()
     gc.freeze()
     was_enabled = gc.isenabled()
     gc.disable()
 
-    def collect(step: int) -> None:
-        if step % GC_EVERY_STEPS == 0:
+    def collect(step: int, *, settled: bool = False) -> None:
+        if settled or step % GC_EVERY_STEPS == 0:
             gc.collect()
 
     try:
@@ -569,6 +571,7 @@ def train_steps(
                     write_weights=write_weights,
                 )
                 losses.clear()
+            collect_garbage(step, settled=True)
             meter.restart_clock()
 
 
