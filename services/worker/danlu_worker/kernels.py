@@ -13,11 +13,10 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
 ``none``     the model as transformers builds it.
 ``auto``     (default) ``compile`` for BF16 runs on a CUDA GPU without DeepSpeed, for the
              model types liger-kernel knows (mainstream decoder LMs; its fused loss
-             included): it beat ``liger``
-             in the same call by 5% (LoRA 1.5B), 20% (QLoRA 1.5B) and 27% (full 0.5B) on an
-             H100, for 15-50 s of compiling at the start of a job. Under DeepSpeed (not
-             measured compiled) and for FP16, ``liger`` for those model types; ``none``
-             elsewhere (CPU training, unknown architectures).
+             included): it beat ``liger`` in the same call by 5% (LoRA 1.5B), 20% (QLoRA
+             1.5B) and 27% (full 0.5B) on an H100, for 15-50 s of compiling at the start of
+             a job. Under DeepSpeed (not measured compiled) and for FP16, ``liger`` for
+             those model types; ``none`` elsewhere (CPU training, unknown architectures).
 
 ``DANLU_WORKER_ATTENTION`` picks transformers' attention implementation: ``auto`` (default:
 flash-attention 2 on a GPU where ``flash_attn`` is installed, else FlexAttention for 16-bit
@@ -26,8 +25,8 @@ mask computes: +19% tokens/s for LoRA 1.5B on an H100 — and PyTorch SDPA on CP
 ``sdpa``, ``flex_attention``, ``flash_attention_2`` or ``eager``. All of them honour packed
 rows (positions restarting per sample, no cross-sample attention; see ``data``). With
 FlexAttention the worker builds the block mask itself from the position ids
-(:func:`block_mask_for_packed_rows`); left to transformers, its packed-row detection makes the host
-wait for the GPU once per micro-batch (3-4.6 ms of idle GPU each time on an H100/H200).
+(:func:`block_mask_for_packed_rows`); left to transformers, its packed-row detection makes
+the host wait for the GPU once per micro-batch (3-4.6 ms of idle GPU each time on an H200).
 
 None of them changes what is learned: ``tests/worker/test_kernels.py`` compares each with the
 reference model (losses and gradients within tolerance). ``benchmarks/train_throughput.py``
