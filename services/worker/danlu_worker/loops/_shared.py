@@ -298,7 +298,7 @@ GC_EVERY_STEPS = 50
 
 
 @contextlib.contextmanager
-def collected_between_steps() -> Iterator[Callable[[int], None]]:
+def collected_between_steps() -> Iterator[Callable[..., None]]:
     """Python's cyclic garbage collector out of the step loop's way, as torchtitan and
     Megatron do: a collection may start at any allocation and walks the objects of its
     generations (the oldest one: the model's modules, the tokenised data, every imported
