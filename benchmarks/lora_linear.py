@@ -1,7 +1,9 @@
 """One LoRA linear layer, forward + backward: peft's own forward (the baseline) vs the
-worker's two fused paths (``danlu_worker.kernels``): the forward-only ``lora_addmm`` (used
-with dropout, 4-bit bases, autocast) and ``LoraLinear`` (adds in matmul epilogues, forward and
-backward). The seven projections of a Qwen2.5-1.5B decoder layer, r=64, frozen BF16 base on a
+worker's fused paths (``danlu_worker.kernels``): the forward-only ``lora_addmm`` (used
+with dropout, 4-bit bases, autocast) and ``LoraLinear`` (forward and backward: one matmul over
+concatenations for projections wider than their input, adds in matmul epilogues for the
+others), plus ``LoraLinear`` with the epilogue form everywhere (``LoraLinear_epilogue``, what
+it was before the concatenated form) to measure that choice. The seven projections of a Qwen2.5-1.5B decoder layer, r=64, frozen BF16 base on a
 GPU (FP32 on CPU), time per call as a ratio to peft's in the same run.
 
     python benchmarks/lora_linear.py --out benchmarks/out/lora_linear.json
@@ -14,6 +16,7 @@ import argparse
 import json
 import platform
 from pathlib import Path
+from unittest import mock
 
 import torch
 from gpu_common import median_ms
@@ -47,6 +50,11 @@ def time_call(fn, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> float:
     return median_ms(lambda: fn(x.detach().requires_grad_(True)).backward(grad), repeats=repeats)
 
 
+def epilogue_only():
+    """``LoraLinear`` with its concatenated form switched off."""
+    return mock.patch("danlu_worker.kernels.lora_as_one_matmul", return_value=False)
+
+
 def main() -> None:
     from danlu_worker.kernels import _fused_lora_forward, lora_addmm
 
@@ -60,7 +68,7 @@ def main() -> None:
     dtype = torch.bfloat16 if gpu else torch.float32
     torch.manual_seed(0)
     rows = []
-    totals = {"peft": 0.0, "addmm": 0.0, "LoraLinear": 0.0}
+    totals = {"peft": 0.0, "addmm": 0.0, "LoraLinear": 0.0, "LoraLinear_epilogue": 0.0}
     for name, fan_in, fan_out in SHAPES:
         layer = lora_layer(fan_in, fan_out, dtype, device)
         x = torch.randn(args.tokens, fan_in, device=device, dtype=dtype)
@@ -75,15 +83,23 @@ def main() -> None:
                 lambda x, m=layer: _fused_lora_forward(m, x), x, grad, args.repeats
             ),
         }
+        with epilogue_only():
+            ms["LoraLinear_epilogue"] = time_call(
+                lambda x, m=layer: _fused_lora_forward(m, x), x, grad, args.repeats
+            )
         for k, v in ms.items():
             totals[k] += v
         row = {"module": name, **{k: round(v, 3) for k, v in ms.items()}}
         row["LoraLinear_vs_peft"] = round(ms["LoraLinear"] / ms["peft"], 3)
+        row["LoraLinear_vs_epilogue"] = round(ms["LoraLinear"] / ms["LoraLinear_epilogue"], 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {k: round(v, 3) for k, v in totals.items()}
     summary["addmm_vs_peft"] = round(totals["addmm"] / totals["peft"], 3)
     summary["LoraLinear_vs_peft"] = round(totals["LoraLinear"] / totals["peft"], 3)
+    summary["LoraLinear_vs_epilogue"] = round(
+        totals["LoraLinear"] / totals["LoraLinear_epilogue"], 3
+    )
     print("one layer's seven projections, ms:", json.dumps(summary), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

@@ -24,8 +24,8 @@ that its real tokens per step match the worker's (~16k). Reported per run: effec
 for full, N = base parameters, over the GPU's dense BF16 peak), peak allocated memory and the
 final loss (mean of the last five steps). ``--profile`` runs each danlu runner four steps
 longer and profiles those (after the measured ones, so the reported speed carries no profiler
-cost): a CUDA kernel-time breakdown of three steps, the GPU's idle gaps, and which operators
-launched the device time (``KernelProfiler``).
+cost): a CUDA kernel-time breakdown of three steps, the GPU's idle gaps, and for the longest
+gaps of one more step (profiled with the host side) what the host was doing (``KernelProfiler``).
 
     python benchmarks/train_throughput.py --out benchmarks/out/train_throughput.json
     python benchmarks/train_throughput.py --smoke          # tiny shape, CPU: checks the script
@@ -321,6 +321,7 @@ def run_danlu(job: dict) -> dict:
         "peak_memory_gib": max(m.memory_allocated_bytes for m in reporter.metric_events) / 2**30,
         "losses": [m.loss for m in reporter.metric_events[:steps]],
         "kernels": next((msg for _, msg in reporter.logs if "attention" in msg), ""),
+        "data": next((msg for _, msg in reporter.logs if msg.startswith("data:")), ""),
     }
     if profiler:
         result["profile"] = profiler.report()
@@ -343,8 +344,8 @@ class StepHookReporter(RecordingReporter):
 class KernelProfiler:
     """CUDA kernel time of three steady optimizer steps (the ones after ``first``), by kind
     of kernel, against their wall time: what is left is GPU idle time, located by the gaps
-    between kernels. One more step is then profiled with the host side, to attribute the
-    device time to the operators that launched it (that step is not timed)."""
+    between kernels. One more step is then profiled with the host side, to find what kept the
+    host from launching in time during the longest gaps (that step is not timed)."""
 
     KINDS = (
         ("attention", ("flash", "fmha", "attention", "attn", "flex")),
@@ -364,7 +365,8 @@ class KernelProfiler:
         self.first = first
         self.profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
         self.attribution = torch.profiler.profile(
-            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA],
+            with_stack=True,  # Python frames too: which line of the loop kept the host
         )
         self.started = self.stopped = 0.0
 
@@ -407,7 +409,7 @@ class KernelProfiler:
                 for ms, kind, name in sorted(top, reverse=True)[:15]
             ],
             "gaps": self.gaps(),
-            "launched_by": self.launched_by(),
+            "gap_causes": self.gap_causes(),
         }
 
     def kind(self, name: str) -> str:
@@ -447,18 +449,60 @@ class KernelProfiler:
             "longest": [{"us": round(g), "after": b, "before": a} for g, b, a in longest[:12]],
         }
 
-    def launched_by(self) -> list[dict]:
-        """Host operators by the device time of the kernels they launched themselves (the
-        attribution step, profiled with host activity)."""
-        from torch.autograd import DeviceType
-
-        rows = [
-            (event.self_device_time_total / 1e3, event.key, event.count)
-            for event in self.attribution.key_averages()
-            if event.device_type == DeviceType.CPU and event.self_device_time_total > 0
+    def gap_causes(self, count: int = 10, min_us: float = 500.0) -> list[dict]:
+        """The longest idle gaps of the attribution step (profiled with the host side), each
+        with what the host was doing: the host operators around the launch of the kernel
+        that ended the gap (innermost first), how long after the gap began that launch came
+        (``launch_late_us``: the GPU waited for the host), and any host wait for the GPU
+        (a synchronize or a device-to-host copy) that ended inside the gap or just before."""
+        with tempfile.TemporaryDirectory() as tmp:
+            trace = Path(tmp) / "trace.json"
+            self.attribution.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())["traceEvents"]
+        spans = [e for e in events if e.get("ph") == "X" and "dur" in e]
+        device = sorted(
+            (e for e in spans if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
+            key=lambda e: e["ts"],
+        )
+        runtime = [e for e in spans if e.get("cat") == "cuda_runtime"]
+        launches = {
+            e["args"]["correlation"]: e for e in runtime if "correlation" in e.get("args", {})
+        }
+        host_ops = [
+            e for e in spans if e.get("cat") in ("cpu_op", "user_annotation", "python_function")
         ]
-        rows.sort(key=lambda r: -r[0])
-        return [{"ms": round(ms, 2), "op": op, "calls": n} for ms, op, n in rows[:25]]
+        waits = [
+            e
+            for e in runtime
+            if ("Synchronize" in e["name"] or "Memcpy" in e["name"]) and e["dur"] >= 50
+        ]
+
+        def around(tid, ts: float) -> list[str]:
+            enclosing = [
+                o for o in host_ops if o["tid"] == tid and o["ts"] <= ts <= o["ts"] + o["dur"]
+            ]
+            return [o["name"][:80] for o in sorted(enclosing, key=lambda o: o["dur"])[:10]]
+
+        gaps = []
+        busy_until = device[0]["ts"] + device[0]["dur"] if device else 0.0
+        for event in device[1:]:
+            if event["ts"] - busy_until >= min_us:
+                gaps.append((event["ts"] - busy_until, busy_until, event))
+            busy_until = max(busy_until, event["ts"] + event["dur"])
+        causes = []
+        for gap, began, kernel in sorted(gaps, key=lambda g: -g[0])[:count]:
+            launch = launches.get(kernel.get("args", {}).get("correlation"))
+            cause = {"us": round(gap), "kernel": kernel["name"][:70]}
+            if launch is not None:
+                cause["launch_late_us"] = round(launch["ts"] - began)
+                cause["launched_in"] = around(launch["tid"], launch["ts"])
+            cause["host_waits"] = [
+                {"call": w["name"], "us": round(w["dur"]), "in": around(w["tid"], w["ts"])}
+                for w in waits
+                if began - 200 <= w["ts"] + w["dur"] <= began + gap
+            ]
+            causes.append(cause)
+        return causes
 
 
 # --------------------------------------------------------------------------- the parent
@@ -626,8 +670,7 @@ def print_table(results: list[dict]) -> None:
             )
             print(f"step {r['profile']['step_ms']} ms, GPU idle {r['profile']['gpu_idle_ms']} ms")
             print("gaps:", json.dumps(r["profile"]["gaps"], indent=1))
-            for row in r["profile"]["launched_by"]:
-                print(f"{row['ms']:>8.2f} ms {row['calls']:>6} x {row['op']}")
+            print("gap causes:", json.dumps(r["profile"]["gap_causes"], indent=1))
 
 
 if __name__ == "__main__":

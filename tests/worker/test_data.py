@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,13 +62,64 @@ def test_validation_is_held_out_before_weighting() -> None:
     assert len(train) == 15 * 3
 
 
-def test_first_fit_packing_respects_max_length_and_keeps_every_sample() -> None:
+def _realistic_lengths(n: int, seed: int = 0) -> list[int]:
+    """Instruction-data-like token counts: log-normal, median ~320, capped below 2,048."""
+    draw = random.Random(seed)
+    return [int(min(draw.lognormvariate(5.7, 0.8), 2000)) + 20 for _ in range(n)]
+
+
+def test_packing_keeps_every_sample_once_and_respects_max_length() -> None:
+    draw = random.Random(1)
+    for seed, max_length in enumerate([16, 63, 64, 65, 300]):
+        lengths = [draw.randint(1, max_length) for _ in range(200)]
+        rows = pack_samples(lengths, max_length, seed=seed)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in row) <= max_length for row in rows)
+    assert pack_samples([], 16, seed=0) == []
+
+
+def test_packing_is_best_fit_decreasing() -> None:
+    # Longest first: 8 opens a row (room 2), 6 another (room 4), 3 only fits beside 6 (room 1).
+    # First-fit would put the 1 into the 8's row, best-fit into the row with the least room.
+    lengths = [3, 8, 1, 6]
+    for seed in range(5):
+        assert sorted(pack_samples(lengths, 10, seed=seed)) == [(1,), (3, 0, 2)]
+
+
+def test_packing_is_deterministic_per_seed_and_seeded_for_ties() -> None:
     lengths = [5, 9, 3, 7, 2, 8, 1, 6, 4, 10] * 3
     rows = pack_samples(lengths, 16, seed=3)
-    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
-    assert all(sum(lengths[i] for i in row) <= 16 for row in rows)
-    assert len(rows) <= sum(lengths) // 16 + 3  # close to the lower bound
     assert pack_samples(lengths, 16, seed=3) == rows
+    assert pack_samples(lengths, 16, seed=4) != rows
+    # Equal lengths are paired in seeded random order, not by index.
+    pairs = pack_samples([5] * 20, 10, seed=3)
+    assert sorted(len(row) for row in pairs) == [2] * 10
+    assert sorted(tuple(sorted(row)) for row in pairs) != [(i, i + 1) for i in range(0, 20, 2)]
+    assert pack_samples([5] * 20, 10, seed=4) != pairs
+
+
+def test_packing_rejects_an_over_long_sample() -> None:
+    with pytest.raises(ValueError, match=r"^sample 2 has 17 tokens, more than max_length 16$"):
+        pack_samples([4, 16, 17, 3], 16, seed=0)
+
+
+def test_packing_fills_rows_almost_completely() -> None:
+    lengths = _realistic_lengths(2000)
+    rows = pack_samples(lengths, 2048, seed=0)
+    lower_bound = math.ceil(sum(lengths) / 2048)
+    # First-fit over a random order needed lower_bound + 5 rows here (98.6% full).
+    assert len(rows) <= lower_bound + 2
+
+
+def test_packed_rows_come_in_no_length_order() -> None:
+    lengths = _realistic_lengths(2000)
+    rows = pack_samples(lengths, 2048, seed=0)
+    position = np.arange(len(rows))
+    longest = [max(lengths[i] for i in row) for row in rows]
+    total = [sum(lengths[i] for i in row) for row in rows]
+    # Unshuffled best-fit decreasing rows would start with the longest samples.
+    assert abs(np.corrcoef(position, longest)[0, 1]) < 0.2
+    assert abs(np.corrcoef(position, total)[0, 1]) < 0.2
 
 
 def test_shifted_labels_target_only_loss_tokens_of_the_same_sample() -> None:

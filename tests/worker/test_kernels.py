@@ -18,6 +18,7 @@ from danlu_worker.kernels import (
     finish_model,
     fuse_lora,
     has_windowed_layers,
+    lora_as_one_matmul,
     patch_model,
     plan_kernels,
 )
@@ -322,12 +323,17 @@ def test_fused_lora_leaves_disabled_adapters_to_peft(tiny_model_dir: Path) -> No
     torch.testing.assert_close(layer(x), layer.get_base_layer()(x))
 
 
-def _lora_layer(*, dropout: float = 0.0, bias: bool = True):
+# LoraLinear's two forms: one matmul over concatenations where the output is wider than the
+# input plus the rank (24 -> 40, r=4), the adapter added in the epilogue otherwise (40 -> 24).
+SHAPES = {"wide": (24, 40), "narrow": (40, 24)}
+
+
+def _lora_layer(*, dropout: float = 0.0, bias: bool = True, shape: str = "wide"):
     """One peft LoRA linear layer with non-zero B (FP64: exact comparisons on CPU)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    base = torch.nn.Sequential(torch.nn.Linear(24, 40, bias=bias)).double()
+    base = torch.nn.Sequential(torch.nn.Linear(*SHAPES[shape], bias=bias)).double()
     model = get_peft_model(
         base, LoraConfig(r=4, lora_alpha=12, lora_dropout=dropout, target_modules=["0"])
     )
@@ -346,12 +352,16 @@ def _forward_backward(layer, x: torch.Tensor):
     return out.detach(), grads, out.grad_fn
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_fused_lora_autograd_matches_peft(bias: bool) -> None:
-    """:class:`LoraLinear` (adds in the matmuls' epilogues, forward and backward) gives
-    peft's output and gradients for the input, A and B."""
-    layer = _lora_layer(bias=bias)
-    x = torch.randn(2, 5, 24, dtype=torch.float64)
+def test_fused_lora_autograd_matches_peft(bias: bool, shape: str) -> None:
+    """:class:`LoraLinear`, in both forms, gives peft's output and gradients for the input,
+    A and B."""
+    layer = _lora_layer(bias=bias, shape=shape)
+    assert lora_as_one_matmul(layer.base_layer.weight, layer.lora_A["default"].weight) == (
+        shape == "wide"
+    )
+    x = torch.randn(2, 5, layer.in_features, dtype=torch.float64)
     expected, expected_grads, _ = _forward_backward(layer, x)
     assert fuse_lora(layer) == 1
     out, grads, grad_fn = _forward_backward(layer, x)
@@ -366,14 +376,18 @@ def test_fused_lora_autograd_matches_peft(bias: bool) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("trainable_bias", [False, True], ids=["LoraLinear", "lora_addmm"])
-def test_compiled_fused_lora_matches_peft(trainable_bias: bool) -> None:
-    """Inside a compiled graph both fused forms switch to plain adds (in-place writes become
-    copies there); output and gradients stay peft's. A trainable base bias sends the layer
-    to :func:`lora_addmm` instead of :class:`LoraLinear`."""
-    layer = _lora_layer()
+@pytest.mark.parametrize(
+    ("trainable_bias", "shape"),
+    [(False, "wide"), (False, "narrow"), (True, "wide")],
+    ids=["LoraLinear-wide", "LoraLinear-narrow", "lora_addmm"],
+)
+def test_compiled_fused_lora_matches_peft(trainable_bias: bool, shape: str) -> None:
+    """Inside a compiled graph the fused forms switch to functional ops (in-place writes
+    become copies there); output and gradients stay peft's. A trainable base bias sends the
+    layer to :func:`lora_addmm` instead of :class:`LoraLinear`."""
+    layer = _lora_layer(shape=shape)
     layer.base_layer.bias.requires_grad_(trainable_bias)
-    x = torch.randn(2, 5, 24, dtype=torch.float64)
+    x = torch.randn(2, 5, layer.in_features, dtype=torch.float64)
     expected, expected_grads, _ = _forward_backward(layer, x)
     fuse_lora(layer)
     out, grads, _ = _forward_backward(torch.compile(layer), x)

@@ -9,10 +9,12 @@
 3. **Tokenise** with :mod:`danlu_kit.conversation_tokens`, the code the dataset preview uses:
    SFT puts loss on assistant turns only, pre-training on every token. Identical records
    (the "identity sentence x 10,000" sets) are tokenised once.
-4. **Pack** (default): samples, shuffled with the seed, are placed greedily first-fit into rows
-   of ``max_length`` tokens. ``position_ids`` restart at 0 for every sample and no attention
-   mask is passed: transformers (``masking_utils.find_packed_sequence_indices``, 5.x) then
-   builds a block-diagonal causal mask for SDPA/eager and uses variable-length kernels for
+4. **Pack** (default): samples go best-fit decreasing into rows of ``max_length`` tokens
+   (longest first, each into the row it fills most; rows then in seeded random order), which
+   leaves well under 1% padding on instruction data. ``position_ids`` restart at 0 for every
+   sample and no attention mask is passed: transformers
+   (``masking_utils.find_packed_sequence_indices``, 5.x) then builds a block-diagonal causal
+   mask for SDPA/eager and uses variable-length kernels for
    flash-attention, so a packed sample never attends to its neighbour (for FlexAttention
    the worker builds that mask itself: ``kernels.block_mask_for_packed_rows``). This needs
    ``use_cache=False`` in the forward pass (with a cache, transformers skips the detection):
@@ -212,30 +214,102 @@ def _parse(line: str, where: str) -> dict[str, Any]:
 
 
 def pack_samples(lengths: Sequence[int], max_length: int, *, seed: int) -> list[tuple[int, ...]]:
-    """Rows of sample indices: samples in seeded random order, each into the first row with
-    room for it (greedy first-fit); no row exceeds ``max_length`` tokens."""
-    order = _rng(seed, _PACK).permutation(len(lengths)).tolist()
+    """Rows of sample indices, packed best-fit decreasing (TRL's ``packing_strategy="bfd"``).
+
+    Longest sample first (equal lengths in seeded random order), each into the open row with
+    the least room that still fits it, else a new row. Fuller rows than first-fit over a random
+    order (~99.8% vs ~98.5% of tokens real on instruction data) mean more real tokens per step
+    and fewer steps per epoch. Rows come back in seeded random order (row order carries no
+    length order, even unshuffled), a row's samples in placement order; none exceeds
+    ``max_length`` tokens.
+    """
+    sizes = np.asarray(lengths, dtype=np.int64)
+    too_long = np.flatnonzero(sizes > max_length)
+    if too_long.size:
+        i = int(too_long[0])
+        raise ValueError(f"sample {i} has {lengths[i]} tokens, more than max_length {max_length}")
+    rng = _rng(seed, _PACK)
+    order = rng.permutation(len(sizes))  # seeded tie-break between equal lengths
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    shortest = int(sizes.min()) if len(sizes) else 0
+    rooms = _RoomIndex(max_length + 1)  # the rooms some open row has
+    rows_with_room: list[list[int]] = [[] for _ in range(max_length + 1)]
     rows: list[list[int]] = []
-    room: list[int] = []
-    open_rows: list[int] = []  # rows that may still fit the shortest sample
-    shortest = min(lengths, default=0)
-    for i in order:
-        n = lengths[i]
-        if n > max_length:
-            raise ValueError(f"sample {i} has {n} tokens, more than max_length {max_length}")
-        for k, row in enumerate(open_rows):
-            if room[row] >= n:
-                rows[row].append(i)
-                room[row] -= n
-                if room[row] < shortest:
-                    del open_rows[k]
-                break
-        else:
+    for i, n in zip(order.tolist(), sizes[order].tolist(), strict=True):
+        room = rooms.ceiling(n)
+        if room < 0:
+            row = len(rows)
             rows.append([i])
-            room.append(max_length - n)
-            if room[-1] >= shortest:
-                open_rows.append(len(rows) - 1)
-    return [tuple(r) for r in rows]
+            room = max_length
+        else:
+            waiting = rows_with_room[room]
+            row = waiting.pop()
+            rows[row].append(i)
+            if not waiting:
+                rooms.discard(room)
+        room -= n
+        if room >= shortest:  # a row without room for the shortest sample is finished
+            waiting = rows_with_room[room]
+            if not waiting:
+                rooms.add(room)
+            waiting.append(row)
+    return [tuple(rows[r]) for r in rng.permutation(len(rows)).tolist()]
+
+
+class _RoomIndex:
+    """A set of integers in ``[0, size)`` with add, discard and "smallest member >= n", each
+    O(log_64 size): a bitmap of 64-bit words, above it a bitmap of its non-zero words, and so
+    on up to a single word (two levels up to 4,096 values, three up to 262,144)."""
+
+    def __init__(self, size: int) -> None:
+        self.levels: list[list[int]] = []
+        while True:
+            words = (size + 63) >> 6
+            self.levels.append([0] * words)
+            if words == 1:
+                break
+            size = words
+
+    def add(self, value: int) -> None:
+        for level in self.levels:
+            i = value >> 6
+            word = level[i]
+            level[i] = word | (1 << (value & 63))
+            if word:  # the levels above already know this word is non-zero
+                return
+            value = i
+
+    def discard(self, value: int) -> None:
+        for level in self.levels:
+            i = value >> 6
+            word = level[i] & ~(1 << (value & 63))
+            level[i] = word
+            if word:
+                return
+            value = i
+
+    def ceiling(self, value: int) -> int:
+        """The smallest member >= ``value``, or -1."""
+        levels = self.levels
+        depth = 0
+        while True:  # up: the first level with a set bit at or after ``value`` in its word
+            if depth == len(levels):
+                return -1
+            level = levels[depth]
+            i = value >> 6
+            if i >= len(level):
+                return -1
+            word = level[i] >> (value & 63)
+            if word:
+                value += (word & -word).bit_length() - 1
+                break
+            value = i + 1  # no member left in this word: the next word, one level up
+            depth += 1
+        while depth:  # down: the lowest set bit of each word, level by level
+            depth -= 1
+            word = levels[depth][value]
+            value = (value << 6) + (word & -word).bit_length() - 1
+        return value
 
 
 def shifted_labels(sample: TokenizedSample) -> list[int]:

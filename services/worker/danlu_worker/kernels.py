@@ -346,13 +346,22 @@ def lora_addmm(self: Any, x: torch.Tensor, name: str) -> torch.Tensor:
 
 class LoraLinear(torch.autograd.Function):
     """``y = x W^T + bias + scale * (x A^T) B^T`` with a frozen ``W``, forward and backward
-    each with one pass over the output: the adds run in matmul epilogues (``addmm``).
+    each with one pass over the output.
 
-    Through autograd the input's gradient would be two full-size tensors, ``dy W`` from the
-    base layer and ``dh A`` from the adapter, summed by a separate kernel (for ``down_proj``
-    of a 1.5B model that is 0.9 GB of memory traffic per layer and micro-batch); here
-    ``dh A`` is added in place into ``dy W`` by the matmul itself. Inside a compiled graph
-    both directions use plain adds instead, which inductor fuses with their neighbours.
+    Through autograd the adapter's output ``scale * h B^T`` (``h = x A^T``) and, backwards,
+    ``dy W`` and ``dh A`` would each be full-size tensors summed by separate kernels. Here:
+
+    - A projection wider than its input plus the rank (``gate_proj``, ``up_proj``) runs as
+      one matmul over the concatenations ``[x | scale * h]`` and ``[W | B]``: the adapter
+      rides along as ``r`` extra input columns, so its full-width output never exists, and
+      backwards one matmul ``dy [W | B]`` gives ``dy W`` and ``dy B`` with one read of
+      ``dy``. Concatenating costs copies of the input and the weight, each smaller than
+      the output they save.
+    - Others (``q_proj``, ``down_proj``...) add the adapter in the matmul's epilogue
+      (``addmm``), forward and backward.
+
+    Inside a compiled graph the adds are plain adds instead, which inductor fuses with
+    their neighbours (an in-place write there becomes a copy).
     """
 
     @staticmethod
@@ -367,46 +376,79 @@ class LoraLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         hidden = x2 @ a.t()  # (tokens, r)
-        ctx.save_for_backward(x2, weight, a, b, hidden)
         ctx.scale = scale
         ctx.input_shape = x.shape
-        if torch.compiler.is_compiling():
-            # In a compiled graph, writes into a fresh tensor become copies (17.8 ms of
-            # device-to-device copies per step on an H200); inductor fuses the add instead.
+        ctx.wide = lora_as_one_matmul(weight, a)
+        compiling = torch.compiler.is_compiling()
+        if ctx.wide:
+            inputs = torch.cat([x2, hidden * scale], dim=1)  # (tokens, in + r)
+            ctx.save_for_backward(inputs, weight, a, b)
+            weights = torch.cat([weight, b], dim=1)
+            if compiling:
+                return torch.nn.functional.linear(inputs, weights, bias).view(*x.shape[:-1], -1)
+            return _linear_into_new(inputs, weights, bias, x.shape)
+        ctx.save_for_backward(x2, weight, a, b, hidden)
+        if compiling:
             return (
                 torch.nn.functional.linear(x, weight, bias)
                 + (hidden @ b.t()).view(*x.shape[:-1], -1) * scale
             )
-        # Written through a 2-D view of ``out``, and ``out`` returned: a Function's output
-        # that is a view (as ``linear``'s 3-D result with a bias is) can never be modified
-        # in place by the layers after it.
-        out = x.new_empty(*x.shape[:-1], weight.shape[0])
-        out2 = out.view(-1, weight.shape[0])
-        if bias is None:
-            torch.mm(x2, weight.t(), out=out2)
-        else:
-            torch.addmm(bias, x2, weight.t(), out=out2)
-        out2.addmm_(hidden, b.t(), alpha=scale)
+        out = _linear_into_new(x2, weight, bias, x.shape)
+        out.view(-1, weight.shape[0]).addmm_(hidden, b.t(), alpha=scale)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x2, weight, a, b, hidden = ctx.saved_tensors
         dy = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_x = grad_a = None
-        compiling = torch.compiler.is_compiling()  # functional there, as in the forward
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[3]:
-            d_hidden = (dy @ b) * ctx.scale  # (tokens, r)
-            if ctx.needs_input_grad[0]:
-                if compiling:
-                    grad_x = dy @ weight + d_hidden @ a
-                else:
-                    grad_x = (dy @ weight).addmm_(d_hidden, a)
-                grad_x = grad_x.view(ctx.input_shape)
-            if ctx.needs_input_grad[3]:
-                grad_a = d_hidden.t() @ x2
-        grad_b = (dy.t() @ hidden) * ctx.scale if ctx.needs_input_grad[4] else None
+        needs_x, needs_a, needs_b = (ctx.needs_input_grad[i] for i in (0, 3, 4))
+        base_grad = d_hidden = scaled_hidden = hidden = None
+        if ctx.wide:
+            inputs, weight, a, b = ctx.saved_tensors
+            features = weight.shape[1]
+            x2, scaled_hidden = inputs[:, :features], inputs[:, features:]
+            if needs_x or needs_a:
+                both = dy @ torch.cat([weight, b], dim=1)  # [dy W | dy B], one read of dy
+                base_grad, d_hidden = both[:, :features], both[:, features:] * ctx.scale
+        else:
+            x2, weight, a, b, hidden = ctx.saved_tensors
+            if needs_x or needs_a:
+                d_hidden = (dy @ b) * ctx.scale  # (tokens, r)
+        grad_x = grad_a = grad_b = None
+        if needs_x:
+            if torch.compiler.is_compiling():  # functional there, as in the forward
+                grad_x = (dy @ weight if base_grad is None else base_grad) + d_hidden @ a
+            elif base_grad is None:
+                grad_x = (dy @ weight).addmm_(d_hidden, a)
+            else:
+                grad_x = torch.addmm(base_grad, d_hidden, a)
+            grad_x = grad_x.view(ctx.input_shape)
+        if needs_a:
+            grad_a = d_hidden.t() @ x2
+        if needs_b:
+            grad_b = dy.t() @ scaled_hidden if ctx.wide else (dy.t() @ hidden) * ctx.scale
         return grad_x, None, None, grad_a, grad_b, None
+
+
+def _linear_into_new(
+    x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, input_shape: torch.Size
+) -> torch.Tensor:
+    """``x2 W^T + bias`` written into a fresh tensor of the layer's output shape. Written
+    through a 2-D view and the fresh tensor returned: a Function's output that is a view (as
+    ``linear``'s 3-D result with a bias is) could never be modified in place later."""
+    out = x2.new_empty(*input_shape[:-1], weight.shape[0])
+    out2 = out.view(-1, weight.shape[0])
+    if bias is None:
+        torch.mm(x2, weight.t(), out=out2)
+    else:
+        torch.addmm(bias, x2, weight.t(), out=out2)
+    return out
+
+
+def lora_as_one_matmul(weight: torch.Tensor, a: torch.Tensor) -> bool:
+    """:class:`LoraLinear` runs this projection as one matmul over concatenations: its
+    output (saved once forwards and once backwards) is wider than the copied input."""
+    out_features, in_features = weight.shape
+    return out_features > in_features + a.shape[0]
 
 
 def eager() -> Any:

@@ -146,7 +146,12 @@ def setup_run(run: RunContext) -> Setup:
         f"data: {len(train.samples)} {data.task} samples ({train.num_tokens} tokens, "
         f"{train.truncated} truncated, {train.dropped} without loss tokens) in "
         f"{len(train.rows)} rows of at most {cfg.max_length} tokens"
-        + (" (packed)" if cfg.packing else "")
+        + (
+            f" (packed, {train.num_tokens / (len(train.rows) * cfg.max_length):.1%} of their "
+            "tokens real)"
+            if cfg.packing
+            else ""
+        )
         + (f"; {len(data.validation.samples)} validation samples" if data.validation else "")
         + f"; {total_steps} optimizer steps"
     )
