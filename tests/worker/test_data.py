@@ -140,6 +140,21 @@ def test_packed_collate_restarts_positions_and_pads_as_its_own_block() -> None:
     assert plain.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
 
 
+def test_collate_to_a_fixed_shape_adds_padding_rows_and_width() -> None:
+    a = TokenizedSample([1, 2, 3], [False, True, True], False)
+    batch = collate([a], [(0,)], pad_token_id=9, packed=True, shape=(3, 5))
+    assert batch.input_ids.tolist() == [[1, 2, 3, 9, 9], [9] * 5, [9] * 5]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+    assert batch.shift_labels.tolist() == [[2, 3, -100, -100, -100]] + [[-100] * 5] * 2
+    assert batch.num_tokens == 3 and batch.num_loss_tokens == 2  # padding counts for nothing
+    with pytest.raises(ValueError, match="fixed shape"):
+        collate([a], [(0,), (0,)], pad_token_id=9, packed=True, shape=(1, 5))  # too many rows
+    with pytest.raises(ValueError, match="fixed shape"):
+        collate([a], [(0, 0)], pad_token_id=9, packed=True, shape=(1, 5))  # too wide
+    with pytest.raises(ValueError, match="packed rows"):
+        collate([a], [(0,)], pad_token_id=9, packed=False, shape=(2, 5))
+
+
 def test_batch_stream_resumes_at_its_position() -> None:
     full = BatchStream(10, 3, seed=5, shuffle=True)
     sequence = [full.next_rows() for _ in range(9)]  # crosses two epoch boundaries

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from worker_helpers import base_spec, identity_records
+from worker_helpers import base_spec, identity_records, mixed_records
 
 from danlu_kit.errors import FailedPrecondition, InvalidArgument
 from danlu_worker.data import IGNORE_INDEX, Batch
@@ -485,3 +485,46 @@ def test_worker_with_compiled_layers_trains_like_eager(
         assert reporter.evaluations, "evaluation answers ran"
         assert any(("compiled" in msg) == (mode == "compile") for _, msg in reporter.logs)
     assert losses["compile"] == pytest.approx(losses["none"], rel=2e-4)
+
+
+class GraphCountingReporter(RecordingReporter):
+    """Records how many graphs dynamo has compiled so far at each metrics event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.graphs: list[int] = []
+
+    def metrics(self, metrics) -> None:
+        from torch._dynamo.utils import counters
+
+        super().metrics(metrics)
+        self.graphs.append(counters["stats"]["unique_graphs"])
+
+
+@pytest.mark.slow
+def test_compiled_layers_compile_once_across_widths_and_epochs(
+    make_assignment, store, cache_dir
+) -> None:
+    """Packed rows of different widths and an epoch's short last micro-batch reach the
+    compiled layers in one shape (``micro_batch_size`` x ``max_length``): no graph is
+    compiled after the first steps."""
+    import torch._dynamo
+
+    spec = base_spec(max_steps=0, epochs=2, micro_batch_size=5)
+    spec.lora.dropout = 0.0
+    spec.data.max_length = 48
+    torch._dynamo.reset()
+    reporter = GraphCountingReporter()
+    run_assignment(
+        make_assignment(mixed_records(), spec=spec),
+        store=store,
+        reporter=reporter,
+        cache_dir=cache_dir,
+        kernels="compile",
+    )
+    data = next(msg for _, msg in reporter.logs if msg.startswith("data:"))
+    rows = int(data.split(" rows of at most")[0].rsplit(" ", 1)[1])
+    assert rows % 5, f"the data must leave a short last micro-batch: {data}"
+    assert len(reporter.graphs) == 2 * -(-rows // 5)  # two epochs of micro-batches
+    assert reporter.graphs[0] > 0
+    assert reporter.graphs[-1] == reporter.graphs[0], reporter.graphs

@@ -370,8 +370,12 @@ def collate(
     *,
     pad_token_id: int,
     packed: bool,
+    shape: tuple[int, int] | None = None,
 ) -> Batch:
-    """One micro-batch from ``rows`` (each a list of sample indices), padded to its longest row.
+    """One micro-batch from ``rows`` (each a list of sample indices), padded to its longest row,
+    or to ``shape`` (rows, width) where given (packed rows only): compiled layers then see one
+    shape for the whole run instead of recompiling for a new width or the short last
+    micro-batch of an epoch. Extra rows are all padding.
 
     Packed: the padding is one more "sample" whose positions restart at 0 and whose labels
     are ignored, so no attention mask is needed. Unpacked: right padding + attention mask.
@@ -388,6 +392,16 @@ def collate(
         pos_rows.append(pos)
         label_rows.append(labels)
     width = max(len(r) for r in ids_rows)
+    if shape is not None:
+        num_rows, width = shape
+        if not packed:  # an all-padding row would have nothing to attend to
+            raise ValueError("a fixed micro-batch shape needs packed rows")
+        if len(ids_rows) > num_rows or any(len(r) > width for r in ids_rows):
+            raise ValueError(f"the micro-batch does not fit the fixed shape {shape}")
+        for _ in range(num_rows - len(ids_rows)):
+            ids_rows.append([])
+            pos_rows.append([])
+            label_rows.append([])
     num_tokens = sum(len(r) for r in ids_rows)
     mask_rows = []
     for ids, pos, labels in zip(ids_rows, pos_rows, label_rows, strict=True):

@@ -232,16 +232,22 @@ class StepData:
     epochs_done: float  # likewise, in (fractional) epochs
 
 
-def step_batches(run: RunContext, setup: Setup, stream: BatchStream) -> StepData:
+def step_batches(
+    run: RunContext, setup: Setup, stream: BatchStream, *, fixed_shape: bool = False
+) -> StepData:
     """The micro-batches of one optimizer step on this rank, the normaliser of their losses
     (loss tokens of the step over all ranks, divided by the world size: DDP and DeepSpeed
     average gradients over ranks) and the real tokens of the step over all ranks.
+    ``fixed_shape`` (compiled layers, packed rows): every micro-batch is ``micro_batch_size``
+    rows of ``max_length`` tokens (see :func:`data.collate`).
 
     Nothing here waits for the GPU: on a GPU the batches are pinned and every copy is
     asynchronous, so the next step can be collated while the GPU runs the current one."""
     data = setup.data.train
     device = setup.numerics.device
     pin = device.type == "cuda"
+    cfg = run.cfg
+    shape = (cfg.micro_batch_size, cfg.max_length) if fixed_shape and cfg.packing else None
     batches = []
     for _ in range(run.cfg.gradient_accumulation_steps):
         batch = collate(
@@ -249,6 +255,7 @@ def step_batches(run: RunContext, setup: Setup, stream: BatchStream) -> StepData
             [data.rows[i] for i in stream.next_rows()],
             pad_token_id=setup.pad_token_id,
             packed=run.cfg.packing,
+            shape=shape,
         )
         batches.append(batch.pinned() if pin else batch)
     counts = torch.tensor(
@@ -489,6 +496,9 @@ def train_steps(
         world_size=run.dist.world_size,
     )
     metrics_every = max(1, setup.total_steps // 1000)
+    # Compiled layers would recompile for every new micro-batch shape (18 s of idle GPU at
+    # an epoch's short last micro-batch on an H100): keep one shape.
+    fixed_shape = engine.kernels.compile_layers
     losses: list[float] = []  # since the previous checkpoint
     engine.module.train()
 
@@ -513,7 +523,7 @@ def train_steps(
     with collected_between_steps() as collect_garbage:
         while step < setup.total_steps:
             raise_if_cancelled(run, setup)
-            current = upcoming or step_batches(run, setup, stream)
+            current = upcoming or step_batches(run, setup, stream, fixed_shape=fixed_shape)
             learning_rate = engine.learning_rate  # the rate this step uses
             step_loss = torch.zeros((), device=numerics.device)
             for i, batch in enumerate(current.batches):
@@ -527,7 +537,11 @@ def train_steps(
                 unsettled = None
             # Collate the next step while the GPU still works through this one's backward.
             # (DeepSpeed's backward applies the update itself, so there the collation follows it.)
-            upcoming = step_batches(run, setup, stream) if step + 1 < setup.total_steps else None
+            upcoming = (
+                step_batches(run, setup, stream, fixed_shape=fixed_shape)
+                if step + 1 < setup.total_steps
+                else None
+            )
             grad_norm = engine.optimizer_step()
             step += 1
             collect_garbage(step)  # the GPU has the whole step queued
