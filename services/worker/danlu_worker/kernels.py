@@ -5,9 +5,10 @@ The worker's setting ``DANLU_WORKER_KERNELS`` picks one of:
 ``liger``    Liger kernels (Triton): RMSNorm, SwiGLU and rotary embeddings, plus the fused
              linear + cross-entropy that computes the loss chunk by chunk so the
              ``tokens x vocabulary`` FP32 logits tensor never exists (9 GiB at micro-batch 8,
-             2,048 tokens and a 152k vocabulary); and LoRA's ``base + B(A(x)) * scale`` with
-             its adds in matmul epilogues, forward and backward (:class:`LoraLinear`),
-             instead of extra passes over every layer's output and input gradient.
+             2,048 tokens and a 152k vocabulary); and LoRA's ``base + B(A(x)) * scale``
+             without extra passes over every layer's output and input gradient
+             (:class:`LoraLinear`: one matmul over concatenations for projections wider
+             than their input, adds in matmul epilogues for the others).
 ``compile``  ``torch.compile`` of each decoder layer (inductor fuses the norms, activations
              and casts), the fused LoRA add and Liger's fused linear + cross-entropy.
 ``none``     the model as transformers builds it.
