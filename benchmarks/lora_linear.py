@@ -3,8 +3,9 @@ worker's fused paths (``danlu_worker.kernels``): the forward-only ``lora_addmm``
 with dropout, 4-bit bases, autocast) and ``LoraLinear`` (forward and backward: one matmul over
 concatenations for projections wider than their input, adds in matmul epilogues for the
 others), plus ``LoraLinear`` with the epilogue form everywhere (``LoraLinear_epilogue``, what
-it was before the concatenated form) to measure that choice. The seven projections of a Qwen2.5-1.5B decoder layer, r=64, frozen BF16 base on a
-GPU (FP32 on CPU), time per call as a ratio to peft's in the same run.
+it was before the concatenated form) to measure that choice. The seven projections of a
+Qwen2.5-1.5B decoder layer, r=64, frozen BF16 base on a GPU (FP32 on CPU), time per call as
+a ratio to peft's in the same run.
 
     python benchmarks/lora_linear.py --out benchmarks/out/lora_linear.json
     python benchmarks/lora_linear.py --tokens 2048          # CPU: fewer tokens

@@ -464,7 +464,8 @@ class KernelProfiler:
             (e for e in spans if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
             key=lambda e: e["ts"],
         )
-        runtime = [e for e in spans if e.get("cat") == "cuda_runtime"]
+        # Triton's kernels are launched through the driver API (cuLaunchKernel)
+        runtime = [e for e in spans if e.get("cat") in ("cuda_runtime", "cuda_driver")]
         launches = {
             e["args"]["correlation"]: e for e in runtime if "correlation" in e.get("args", {})
         }

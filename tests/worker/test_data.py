@@ -122,6 +122,25 @@ def test_packed_rows_come_in_no_length_order() -> None:
     assert abs(np.corrcoef(position, total)[0, 1]) < 0.2
 
 
+@pytest.mark.parametrize("size", [1, 64, 65, 4096, 4097, 300_000])
+def test_room_index_answers_like_a_sorted_set(size: int) -> None:
+    """The packing's index of free room (one to four bitmap levels) against a plain set."""
+    from danlu_worker.data import _RoomIndex
+
+    rng = random.Random(size)
+    index, members = _RoomIndex(size), set()
+    for _ in range(3000):
+        value = rng.randrange(size)
+        if rng.random() < 0.6:
+            index.add(value)
+            members.add(value)
+        else:
+            index.discard(value)
+            members.discard(value)
+        probe = rng.randrange(size)
+        assert index.ceiling(probe) == min((m for m in members if m >= probe), default=-1)
+
+
 def test_shifted_labels_target_only_loss_tokens_of_the_same_sample() -> None:
     sample = TokenizedSample([10, 11, 12, 13], [False, False, True, True], truncated=False)
     assert shifted_labels(sample) == [IGNORE_INDEX, 12, 13, IGNORE_INDEX]

@@ -324,8 +324,10 @@ def test_fused_lora_leaves_disabled_adapters_to_peft(tiny_model_dir: Path) -> No
 
 
 # LoraLinear's two forms: one matmul over concatenations where the output is wider than the
-# input plus the rank (24 -> 40, r=4), the adapter added in the epilogue otherwise (40 -> 24).
-SHAPES = {"wide": (24, 40), "narrow": (40, 24)}
+# input plus the rank (28 -> 48, r=4: 32 columns) and the call has more tokens than that (the
+# tests' 40), the adapter added in the epilogue otherwise (48 -> 28).
+SHAPES = {"wide": (28, 48), "narrow": (48, 28)}
+TOKENS = (4, 10)
 
 
 def _lora_layer(*, dropout: float = 0.0, bias: bool = True, shape: str = "wide"):
@@ -343,31 +345,36 @@ def _lora_layer(*, dropout: float = 0.0, bias: bool = True, shape: str = "wide")
     return layer
 
 
-def _forward_backward(layer, x: torch.Tensor):
-    x = x.clone().requires_grad_(True)
+def _forward_backward(layer, x: torch.Tensor, *, x_grad: bool = True):
+    x = x.clone().requires_grad_(x_grad)
     out = layer(x)
     out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
-    grads = [x.grad] + [p.grad.clone() for p in layer.parameters() if p.requires_grad]
+    grads = [x.grad] if x_grad else []
+    grads += [p.grad.clone() for p in layer.parameters() if p.requires_grad]
     layer.zero_grad(set_to_none=True)
     return out.detach(), grads, out.grad_fn
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [True, False])
-def test_fused_lora_autograd_matches_peft(bias: bool, shape: str) -> None:
-    """:class:`LoraLinear`, in both forms, gives peft's output and gradients for the input,
-    A and B."""
+@pytest.mark.parametrize("trainable", ["x,A,B", "A,B", "x,B", "B"])
+def test_fused_lora_autograd_matches_peft(bias: bool, shape: str, trainable: str) -> None:
+    """:class:`LoraLinear`, in both forms, gives peft's output and gradients for whichever
+    of the input, A and B need them (the first layer's input needs none; a frozen A)."""
     layer = _lora_layer(bias=bias, shape=shape)
-    assert lora_as_one_matmul(layer.base_layer.weight, layer.lora_A["default"].weight) == (
-        shape == "wide"
-    )
-    x = torch.randn(2, 5, layer.in_features, dtype=torch.float64)
-    expected, expected_grads, _ = _forward_backward(layer, x)
+    a = layer.lora_A["default"].weight
+    a.requires_grad_("A" in trainable)
+    wide = lora_as_one_matmul(layer.base_layer.weight, a, tokens=TOKENS[0] * TOKENS[1])
+    assert wide == (shape == "wide")
+    assert not lora_as_one_matmul(layer.base_layer.weight, a, tokens=1)  # generation's steps
+    x = torch.randn(*TOKENS, layer.in_features, dtype=torch.float64)
+    x_grad = "x" in trainable
+    expected, expected_grads, _ = _forward_backward(layer, x, x_grad=x_grad)
     assert fuse_lora(layer) == 1
-    out, grads, grad_fn = _forward_backward(layer, x)
+    out, grads, grad_fn = _forward_backward(layer, x, x_grad=x_grad)
     assert "LoraLinear" in type(grad_fn).__name__  # the fused path ran, not a fallback
     torch.testing.assert_close(out, expected)
-    assert len(grads) == len(expected_grads) == 3  # x, A, B: the base stays frozen
+    assert len(grads) == len(expected_grads) == len(trainable.split(","))  # base frozen
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want)
     out = layer(x)
@@ -387,7 +394,7 @@ def test_compiled_fused_lora_matches_peft(trainable_bias: bool, shape: str) -> N
     layer to :func:`lora_addmm` instead of :class:`LoraLinear`."""
     layer = _lora_layer(shape=shape)
     layer.base_layer.bias.requires_grad_(trainable_bias)
-    x = torch.randn(2, 5, layer.in_features, dtype=torch.float64)
+    x = torch.randn(*TOKENS, layer.in_features, dtype=torch.float64)
     expected, expected_grads, _ = _forward_backward(layer, x)
     fuse_lora(layer)
     out, grads, _ = _forward_backward(torch.compile(layer), x)
@@ -401,7 +408,7 @@ def test_fused_lora_with_dropout_falls_back_to_the_addmm_forward() -> None:
     """Dropout draws a mask the fused backward does not know: training with dropout takes
     the forward-only fusion, which still matches peft given the same random draws."""
     layer = _lora_layer(dropout=0.5)
-    x = torch.randn(3, 24, dtype=torch.float64)
+    x = torch.randn(3, layer.in_features, dtype=torch.float64)
     torch.manual_seed(7)
     expected, expected_grads, _ = _forward_backward(layer, x)
     fuse_lora(layer)

@@ -65,7 +65,7 @@ class KernelPlan:
     attention: str = "sdpa"  # transformers' attn_implementation
     liger_layers: bool = False  # Liger RMSNorm, SwiGLU, RoPE
     fused_loss: bool = False  # Liger fused linear + cross-entropy
-    fused_lora: bool = False  # LoRA's scale-and-add in the addmm epilogue
+    fused_lora: bool = False  # LoRA without extra passes over outputs: LoraLinear, lora_addmm
     compile_layers: bool = False  # torch.compile per decoder layer
     packed_block_mask: bool = False  # FlexAttention's mask for packed rows built here
 
@@ -278,7 +278,8 @@ def finish_model(model: torch.nn.Module, plan: KernelPlan) -> None:
 
 
 def fuse_lora(model: torch.nn.Module) -> int:
-    """Give every peft LoRA linear layer the addmm forward; returns how many."""
+    """Give every peft LoRA linear layer the fused forward (:class:`LoraLinear` or
+    :func:`lora_addmm`, see :func:`_fused_lora_forward`); returns how many."""
     from peft.tuners.lora import LoraLayer
 
     count = 0
@@ -377,18 +378,18 @@ class LoraLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         hidden = x2 @ a.t()  # (tokens, r)
+        # The concatenations are not saved: the backward needs x and h apart.
+        ctx.save_for_backward(x2, weight, a, b, hidden)
         ctx.scale = scale
         ctx.input_shape = x.shape
-        ctx.wide = lora_as_one_matmul(weight, a)
+        ctx.wide = lora_as_one_matmul(weight, a, tokens=x2.shape[0])
         compiling = torch.compiler.is_compiling()
         if ctx.wide:
             inputs = torch.cat([x2, hidden * scale], dim=1)  # (tokens, in + r)
-            ctx.save_for_backward(inputs, weight, a, b)
             weights = torch.cat([weight, b], dim=1)
             if compiling:
-                return torch.nn.functional.linear(inputs, weights, bias).view(*x.shape[:-1], -1)
+                return torch.nn.functional.linear(inputs.view(*x.shape[:-1], -1), weights, bias)
             return _linear_into_new(inputs, weights, bias, x.shape)
-        ctx.save_for_backward(x2, weight, a, b, hidden)
         if compiling:
             return (
                 torch.nn.functional.linear(x, weight, bias)
@@ -400,20 +401,16 @@ class LoraLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x2, weight, a, b, hidden = ctx.saved_tensors
         dy = grad_out.reshape(-1, grad_out.shape[-1])
         needs_x, needs_a, needs_b = (ctx.needs_input_grad[i] for i in (0, 3, 4))
-        base_grad = d_hidden = scaled_hidden = hidden = None
-        if ctx.wide:
-            inputs, weight, a, b = ctx.saved_tensors
+        base_grad = d_hidden = None
+        if needs_x and ctx.wide:
             features = weight.shape[1]
-            x2, scaled_hidden = inputs[:, :features], inputs[:, features:]
-            if needs_x or needs_a:
-                both = dy @ torch.cat([weight, b], dim=1)  # [dy W | dy B], one read of dy
-                base_grad, d_hidden = both[:, :features], both[:, features:] * ctx.scale
-        else:
-            x2, weight, a, b, hidden = ctx.saved_tensors
-            if needs_x or needs_a:
-                d_hidden = (dy @ b) * ctx.scale  # (tokens, r)
+            both = dy @ torch.cat([weight, b], dim=1)  # [dy W | dy B], one read of dy
+            base_grad, d_hidden = both[:, :features], both[:, features:] * ctx.scale
+        elif needs_x or needs_a:
+            d_hidden = (dy @ b) * ctx.scale  # (tokens, r)
         grad_x = grad_a = grad_b = None
         if needs_x:
             if torch.compiler.is_compiling():  # functional there, as in the forward
@@ -426,7 +423,7 @@ class LoraLinear(torch.autograd.Function):
         if needs_a:
             grad_a = d_hidden.t() @ x2
         if needs_b:
-            grad_b = dy.t() @ scaled_hidden if ctx.wide else (dy.t() @ hidden) * ctx.scale
+            grad_b = (dy.t() @ hidden) * ctx.scale
         return grad_x, None, None, grad_a, grad_b, None
 
 
@@ -445,11 +442,15 @@ def _linear_into_new(
     return out
 
 
-def lora_as_one_matmul(weight: torch.Tensor, a: torch.Tensor) -> bool:
-    """:class:`LoraLinear` runs this projection as one matmul over concatenations: its
-    output (saved once forwards and once backwards) is wider than the copied input."""
+def lora_as_one_matmul(weight: torch.Tensor, a: torch.Tensor, *, tokens: int) -> bool:
+    """:class:`LoraLinear` runs this projection as one matmul over concatenations: the
+    adapter's output it no longer writes and reads (``tokens x out``) is larger than the
+    copies it makes instead, of the input (``tokens x (in + r)``) and of the weight
+    (``out x (in + r)``); and ``in + r`` keeps the matmul's rows 16-byte aligned. Training's
+    thousands of tokens per call qualify, generation's one token per step does not."""
     out_features, in_features = weight.shape
-    return out_features > in_features + a.shape[0]
+    width = in_features + a.shape[0]
+    return out_features > width and tokens > width and width % 8 == 0
 
 
 def eager() -> Any:
