@@ -43,7 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from gpu_common import (
     ROOT,
@@ -341,6 +343,21 @@ class StepHookReporter(RecordingReporter):
             self.on_step.step_done(metrics.step)
 
 
+def idle_stretches(spans: list[tuple[float, float, Any]]) -> Iterator[tuple]:
+    """``(gap, began, before, after)`` for every idle stretch between device activities
+    (``(start, end, payload)``, any order): measured from the latest end so far, since
+    kernels may overlap; ``before`` is the payload that ended last, ``after`` the next."""
+    spans = sorted(spans, key=lambda span: span[0])
+    if not spans:
+        return
+    busy_until, before = spans[0][1], spans[0][2]
+    for start, end, payload in spans[1:]:
+        if start > busy_until:
+            yield start - busy_until, busy_until, before, payload
+        if end > busy_until:
+            busy_until, before = end, payload
+
+
 class KernelProfiler:
     """CUDA kernel time of three steady optimizer steps (the ones after ``first``), by kind
     of kernel, against their wall time: what is left is GPU idle time, located by the gaps
@@ -430,16 +447,12 @@ class KernelProfiler:
         )
         small = large = 0.0
         longest = []
-        busy_until, before = (device[0][1], device[0][2]) if device else (0.0, "")
-        for start, end, name in device[1:]:
-            gap = start - busy_until  # against the latest end so far: kernels may overlap
+        for gap, _, before, after in idle_stretches(device):
             if gap >= self.GAP_US:
                 large += gap
-                longest.append((gap, before[:60], name[:60]))
-            elif gap > 0:
+                longest.append((gap, before[:60], after[:60]))
+            else:
                 small += gap
-            if end > busy_until:
-                busy_until, before = end, name
         longest.sort(reverse=True)
         return {
             "device_events": len(device),
@@ -460,10 +473,7 @@ class KernelProfiler:
             self.attribution.export_chrome_trace(str(trace))
             events = json.loads(trace.read_text())["traceEvents"]
         spans = [e for e in events if e.get("ph") == "X" and "dur" in e]
-        device = sorted(
-            (e for e in spans if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
-            key=lambda e: e["ts"],
-        )
+        device = [e for e in spans if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
         # Triton's kernels are launched through the driver API (cuLaunchKernel)
         runtime = [e for e in spans if e.get("cat") in ("cuda_runtime", "cuda_driver")]
         launches = {
@@ -484,12 +494,13 @@ class KernelProfiler:
             ]
             return [o["name"][:80] for o in sorted(enclosing, key=lambda o: o["dur"])[:10]]
 
-        gaps = []
-        busy_until = device[0]["ts"] + device[0]["dur"] if device else 0.0
-        for event in device[1:]:
-            if event["ts"] - busy_until >= min_us:
-                gaps.append((event["ts"] - busy_until, busy_until, event))
-            busy_until = max(busy_until, event["ts"] + event["dur"])
+        gaps = [
+            (gap, began, kernel)
+            for gap, began, _, kernel in idle_stretches(
+                [(e["ts"], e["ts"] + e["dur"], e) for e in device]
+            )
+            if gap >= min_us
+        ]
         causes = []
         for gap, began, kernel in sorted(gaps, key=lambda g: -g[0])[:count]:
             launch = launches.get(kernel.get("args", {}).get("correlation"))
