@@ -249,12 +249,12 @@ def step_batches(
     cfg = run.cfg
     shape = (cfg.micro_batch_size, cfg.max_length) if fixed_shape and cfg.packing else None
     batches = []
-    for _ in range(run.cfg.gradient_accumulation_steps):
+    for _ in range(cfg.gradient_accumulation_steps):
         batch = collate(
             data.samples,
             [data.rows[i] for i in stream.next_rows()],
             pad_token_id=setup.pad_token_id,
-            packed=run.cfg.packing,
+            packed=cfg.packing,
             shape=shape,
         )
         batches.append(batch.pinned() if pin else batch)
